@@ -1,0 +1,26 @@
+// Command demo runs ferry's main job on embedded defaults; see package
+// integration/demo. `go tool task demo` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ferrycd/ferry/integration/demo"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8080", "ferry's HTTP address")
+	exit := flag.Bool("exit", false, "stop after the image-tag bump instead of running until Ctrl-C")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := demo.Run(ctx, demo.Options{Listen: *listen, Stay: !*exit, Out: os.Stdout, Log: os.Stderr}); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}

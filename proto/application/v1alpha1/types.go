@@ -1,0 +1,217 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Group, Version and names of the Application resource.
+const (
+	Group    = "ferry.dev"
+	Version  = "v1alpha1"
+	Kind     = "Application"
+	Resource = "applications"
+)
+
+// APIVersion is the apiVersion string of ferry Applications.
+const APIVersion = Group + "/" + Version
+
+// Application is a set of Kubernetes objects rendered from Git and kept in
+// sync with it.
+type Application struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ApplicationSpec   `json:"spec"`
+	Status ApplicationStatus `json:"status,omitempty"`
+}
+
+// ApplicationSpec is what the Application deploys and how.
+type ApplicationSpec struct {
+	Source      *ApplicationSource  `json:"source,omitempty"`
+	Sources     []ApplicationSource `json:"sources,omitempty"`
+	Destination Destination         `json:"destination"`
+	SyncPolicy  *SyncPolicy         `json:"syncPolicy,omitempty"`
+	// Project is accepted for compatibility with Argo CD and not used yet.
+	Project string `json:"project,omitempty"`
+}
+
+// ApplicationSource is one place the Application's manifests come from.
+type ApplicationSource struct {
+	RepoURL        string `json:"repoURL"`
+	TargetRevision string `json:"targetRevision,omitempty"`
+	Path           string `json:"path,omitempty"`
+	Chart          string `json:"chart,omitempty"`
+	Ref            string `json:"ref,omitempty"`
+
+	Helm      *HelmSource      `json:"helm,omitempty"`
+	Kustomize *KustomizeSource `json:"kustomize,omitempty"`
+	Directory *DirectorySource `json:"directory,omitempty"`
+}
+
+// HelmSource holds the Helm options of a source.
+type HelmSource struct {
+	ReleaseName  string          `json:"releaseName,omitempty"`
+	ValueFiles   []string        `json:"valueFiles,omitempty"`
+	Values       string          `json:"values,omitempty"`
+	ValuesObject map[string]any  `json:"valuesObject,omitempty"`
+	Parameters   []HelmParameter `json:"parameters,omitempty"`
+}
+
+// HelmParameter is one --set style override.
+type HelmParameter struct {
+	Name        string `json:"name"`
+	Value       string `json:"value"`
+	ForceString bool   `json:"forceString,omitempty"`
+}
+
+// KustomizeSource holds the Kustomize options of a source.
+type KustomizeSource struct {
+	Images       []string          `json:"images,omitempty"`
+	NamePrefix   string            `json:"namePrefix,omitempty"`
+	NameSuffix   string            `json:"nameSuffix,omitempty"`
+	CommonLabels map[string]string `json:"commonLabels,omitempty"`
+	Namespace    string            `json:"namespace,omitempty"`
+}
+
+// DirectorySource holds the options of a plain directory of manifests.
+type DirectorySource struct {
+	Recurse bool   `json:"recurse,omitempty"`
+	Include string `json:"include,omitempty"`
+	Exclude string `json:"exclude,omitempty"`
+}
+
+// Destination is where the Application's objects go.
+type Destination struct {
+	Server    string `json:"server,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// SyncPolicy says when and how the Application syncs.
+type SyncPolicy struct {
+	Automated   *Automated `json:"automated,omitempty"`
+	SyncOptions []string   `json:"syncOptions,omitempty"`
+	Retry       *Retry     `json:"retry,omitempty"`
+}
+
+// Automated turns on syncing on every change in Git.
+type Automated struct {
+	Prune      bool `json:"prune,omitempty"`
+	SelfHeal   bool `json:"selfHeal,omitempty"`
+	AllowEmpty bool `json:"allowEmpty,omitempty"`
+}
+
+// Retry bounds the retries of a failed sync.
+type Retry struct {
+	Limit   int64    `json:"limit,omitempty"`
+	Backoff *Backoff `json:"backoff,omitempty"`
+}
+
+// Backoff is the retry backoff: duration, multiplied by factor each retry, up
+// to maxDuration.
+type Backoff struct {
+	Duration    string `json:"duration,omitempty"`
+	Factor      *int64 `json:"factor,omitempty"`
+	MaxDuration string `json:"maxDuration,omitempty"`
+}
+
+// Sync status codes.
+const (
+	SyncStatusSynced    = "Synced"
+	SyncStatusOutOfSync = "OutOfSync"
+	SyncStatusUnknown   = "Unknown"
+)
+
+// Operation phases.
+const (
+	PhaseRunning   = "Running"
+	PhaseSucceeded = "Succeeded"
+	PhaseFailed    = "Failed"
+)
+
+// ApplicationStatus is what ferry observed and did.
+type ApplicationStatus struct {
+	Sync           SyncStatus      `json:"sync,omitempty"`
+	Health         HealthStatus    `json:"health,omitempty"`
+	OperationState *OperationState `json:"operationState,omitempty"`
+	Resources      []ResourceState `json:"resources,omitempty"`
+	History        []SyncHistory   `json:"history,omitempty"`
+	Conditions     []Condition     `json:"conditions,omitempty"`
+	// LastError is the message of the last failed sync, cleared by a
+	// successful one.
+	LastError string `json:"lastError,omitempty"`
+	// ReconciledAt is when ferry last finished a sync of this app.
+	ReconciledAt *metav1.Time `json:"reconciledAt,omitempty"`
+}
+
+// SyncStatus compares the cluster with Git.
+type SyncStatus struct {
+	Status   string `json:"status,omitempty"`
+	Revision string `json:"revision,omitempty"`
+}
+
+// HealthStatus is the app's health, the worst of its objects.
+type HealthStatus struct {
+	Status  string `json:"status,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// OperationState describes the last sync.
+type OperationState struct {
+	Phase      string          `json:"phase,omitempty"`
+	Message    string          `json:"message,omitempty"`
+	Revision   string          `json:"revision,omitempty"`
+	Trigger    string          `json:"trigger,omitempty"`
+	StartedAt  metav1.Time     `json:"startedAt,omitempty"`
+	FinishedAt *metav1.Time    `json:"finishedAt,omitempty"`
+	Resources  []ResourceState `json:"resources,omitempty"`
+}
+
+// ResourceState is one object of the app and what happened to it.
+type ResourceState struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version,omitempty"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Status    string `json:"status,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// SyncHistory is one past sync.
+type SyncHistory struct {
+	ID         int64       `json:"id"`
+	Revision   string      `json:"revision"`
+	Phase      string      `json:"phase,omitempty"`
+	Trigger    string      `json:"trigger,omitempty"`
+	DeployedAt metav1.Time `json:"deployedAt"`
+	TraceID    string      `json:"traceID,omitempty"`
+	Message    string      `json:"message,omitempty"`
+}
+
+// Condition is a notable fact about the app, such as a warning.
+type Condition struct {
+	Type               string       `json:"type"`
+	Message            string       `json:"message"`
+	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
+}
+
+// HistoryLimit is how many past syncs the status keeps.
+const HistoryLimit = 10
+
+// AllSources returns the sources of the app: spec.sources when set, else the
+// single spec.source.
+func (s *ApplicationSpec) AllSources() []ApplicationSource {
+	if len(s.Sources) > 0 {
+		return s.Sources
+	}
+	if s.Source != nil {
+		return []ApplicationSource{*s.Source}
+	}
+	return nil
+}
+
+// IsAutomated reports whether the app syncs on every change in Git.
+func (s *ApplicationSpec) IsAutomated() bool {
+	return s.SyncPolicy != nil && s.SyncPolicy.Automated != nil
+}

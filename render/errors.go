@@ -1,0 +1,43 @@
+package render
+
+import (
+	"errors"
+	"fmt"
+)
+
+// SourceError is a failure caused by the app's sources: a missing path or
+// revision, invalid YAML, an escape from the repository. Retrying does not
+// help unless Transient is set (a network failure while fetching).
+type SourceError struct {
+	Err       error
+	Transient bool
+}
+
+func (e *SourceError) Error() string { return e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// IsTransient reports whether err is worth retrying: a transient source
+// error, or any error that is not a SourceError at all.
+func IsTransient(err error) bool {
+	var se *SourceError
+	if errors.As(err, &se) {
+		return se.Transient
+	}
+	return true
+}
+
+// AppError names the app and source a render failure belongs to.
+type AppError struct {
+	App    string // namespace/name
+	Source int    // index into the app's sources
+	Err    error
+}
+
+func (e *AppError) Error() string {
+	return fmt.Sprintf("app %s: source %d: %v", e.App, e.Source, e.Err)
+}
+func (e *AppError) Unwrap() error { return e.Err }
+
+// ErrEmptyRender is wrapped when an app renders no objects and does not
+// allow that.
+var ErrEmptyRender = errors.New("render produced no objects")

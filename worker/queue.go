@@ -1,0 +1,263 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
+)
+
+// Queue is ferry's view of JetStream: it publishes jobs and runs consumers.
+type Queue struct {
+	js      jetstream.JetStream
+	bundles jetstream.ObjectStore
+	cfg     Config
+	log     *slog.Logger
+	locks   keyedMutex
+}
+
+// New declares ferry's streams on nc's JetStream and returns a Queue over them.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Queue, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := EnsureStreams(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	obs, err := js.ObjectStore(ctx, BucketBundles)
+	if err != nil {
+		return nil, fmt.Errorf("opening object store %s: %w", BucketBundles, err)
+	}
+	return &Queue{js: js, bundles: obs, cfg: cfg, log: log}, nil
+}
+
+// JetStream returns the underlying JetStream handle.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// publish sends m on subject with the trace context of ctx in its headers.
+// msgID, when set, is JetStream's deduplication key. It returns once
+// JetStream has stored the message.
+func (q *Queue) publish(ctx context.Context, subject, msgID string, m proto.Message) (*jetstream.PubAck, error) {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", proto.MessageName(m), err)
+	}
+	ctx, span := tracer().Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(messagingAttrs(subject, semconv.MessagingOperationTypeSend)...))
+	defer span.End()
+	if msgID != "" {
+		span.SetAttributes(semconv.MessagingMessageID(msgID))
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	Inject(ctx, msg.Header)
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := q.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, fmt.Errorf("publishing to %s: %w", subject, err)
+	}
+	span.SetAttributes(attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	return ack, nil
+}
+
+// PublishEvent stores a verified push event. It returns duplicate=true when
+// JetStream already holds an event with the same delivery ID.
+func (q *Queue) PublishEvent(ctx context.Context, ev *ferryv1.PushEvent) (duplicate bool, err error) {
+	id := ""
+	if ev.GetDeliveryId() != "" {
+		id = ev.GetProvider() + ":" + ev.GetDeliveryId()
+	}
+	ack, err := q.publish(ctx, EventSubject(ev.GetProvider()), id, ev)
+	if err != nil {
+		return false, err
+	}
+	return ack.Duplicate, nil
+}
+
+// PublishSync enqueues a sync request. A pending request for the same app is
+// replaced, so the newest request wins.
+func (q *Queue) PublishSync(ctx context.Context, req *ferryv1.SyncRequest) error {
+	_, err := q.publish(ctx, SyncSubject(req.GetApp().GetNamespace(), req.GetApp().GetName()), "", req)
+	return err
+}
+
+// ConsumeEvents runs handle for every push event until ctx is done.
+func (q *Queue) ConsumeEvents(ctx context.Context, handle func(context.Context, *ferryv1.PushEvent) error) error {
+	return q.consume(ctx, StreamEvents, ConsumerDispatch, "dispatch", q.cfg.DispatchParallelism,
+		func(ctx context.Context, m jetstream.Msg) error {
+			ev := &ferryv1.PushEvent{}
+			if err := proto.Unmarshal(m.Data(), ev); err != nil {
+				return Terminal(fmt.Errorf("decoding push event: %w", err))
+			}
+			trace.SpanFromContext(ctx).SetAttributes(
+				attribute.String("ferry.repo", ev.GetRepoUrl()),
+				attribute.String("ferry.revision", ev.GetAfter()),
+				attribute.String("ferry.delivery_id", ev.GetDeliveryId()))
+			return handle(ctx, ev)
+		})
+}
+
+// consume runs handle for each message of the durable consumer, at most
+// parallel at a time, until ctx is done. A nil error acks the message; a
+// Terminal error, or the last allowed delivery, terminates it; anything else
+// is redelivered after a backoff.
+func (q *Queue) consume(ctx context.Context, stream, consumer, role string, parallel int, handle func(context.Context, jetstream.Msg) error) error {
+	cons, err := q.js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return fmt.Errorf("opening consumer %s on %s: %w", consumer, stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(parallel))
+	if err != nil {
+		return fmt.Errorf("consuming %s: %w", stream, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			q.log.Warn("consumer error", "consumer", consumer, "error", err)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			_ = m.Nak()
+			return nil
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			q.process(ctx, role, m, handle)
+		})
+	}
+}
+
+func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handle func(context.Context, jetstream.Msg) error) {
+	ctx = Extract(ctx, m.Headers())
+	ctx, span := tracer().Start(ctx, role, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(messagingAttrs(m.Subject(), semconv.MessagingOperationTypeProcess)...))
+	defer span.End()
+	delivered := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+		span.SetAttributes(attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)))
+	}
+
+	// Tell JetStream the job is alive while it runs, so a long render is
+	// not redelivered to another worker.
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(q.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	err := safeHandle(ctx, m, handle)
+	close(done)
+
+	switch {
+	case err == nil:
+		if err := m.Ack(); err != nil {
+			q.log.Warn("ack failed", "subject", m.Subject(), "error", err)
+		}
+	case IsTerminal(err) || delivered >= uint64(q.cfg.MaxDeliver):
+		span.SetStatus(codes.Error, err.Error())
+		span.RecordError(err)
+		q.log.Error("job failed for good", "role", role, "subject", m.Subject(), "deliveries", delivered, "error", err)
+		_ = m.TermWithReason(truncate(err.Error(), 256))
+	default:
+		span.SetStatus(codes.Error, err.Error())
+		span.RecordError(err)
+		delay := backoff(delivered)
+		q.log.Warn("job failed, will retry", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", delay, "error", err)
+		_ = m.NakWithDelay(delay)
+	}
+}
+
+// safeHandle turns a panic in a handler into a terminal error, so one bad
+// job cannot take the worker down.
+func safeHandle(ctx context.Context, m jetstream.Msg, handle func(context.Context, jetstream.Msg) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Terminal(fmt.Errorf("panic handling %s: %v", m.Subject(), r))
+		}
+	}()
+	return handle(ctx, m)
+}
+
+func backoff(delivered uint64) time.Duration {
+	d := time.Second << min(delivered, 6)
+	return min(d, time.Minute)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// keyedMutex serialises work per key (per app) inside one process.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
