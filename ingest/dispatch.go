@@ -27,43 +27,106 @@ type SyncPublisher interface {
 	PublishSync(ctx context.Context, req *ferryv1.SyncRequest) error
 }
 
+// HeadStore records the newest dispatched revision per repository and ref.
+type HeadStore interface {
+	Get(ctx context.Context, key string) (string, error)
+	Set(ctx context.Context, key, revision string) error
+}
+
+// Comparer lists the files changed between two commits of a repository,
+// for pushes whose payload cannot tell (GitHub's Compare API).
+type Comparer interface {
+	ChangedFiles(ctx context.Context, repoURL, base, head string) ([]string, error)
+}
+
+// AppWarner puts a warning condition on an Application.
+type AppWarner interface {
+	Warn(ctx context.Context, namespace, name, reason, message string) error
+}
+
+// DispatchOptions are the optional collaborators of a Dispatcher.
+type DispatchOptions struct {
+	// Heads, when set, makes a revision dispatch once per repository and
+	// ref, whoever (webhook or poller) saw it first.
+	Heads HeadStore
+	// Comparer, when set, fills in the changed files of pushes whose
+	// payload cannot tell.
+	Comparer Comparer
+	// Warner, when set, marks apps whose branch was deleted.
+	Warner AppWarner
+	Log    *slog.Logger
+}
+
 // Dispatcher decides which Applications a push touches and enqueues a sync
 // request for each of them.
 type Dispatcher struct {
 	apps AppLister
 	pub  SyncPublisher
+	opts DispatchOptions
 	log  *slog.Logger
 }
 
 // NewDispatcher returns a Dispatcher over apps publishing to pub.
-func NewDispatcher(apps AppLister, pub SyncPublisher, log *slog.Logger) *Dispatcher {
+func NewDispatcher(apps AppLister, pub SyncPublisher, opts DispatchOptions) *Dispatcher {
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{apps: apps, pub: pub, log: log}
+	return &Dispatcher{apps: apps, pub: pub, opts: opts, log: log}
 }
 
 // maxListedCommits is the number of commits GitHub lists in a push payload;
 // a push listing that many may have been truncated.
 const maxListedCommits = 20
 
+// HeadKey is the key under which the head of repoURL's ref is recorded.
+func HeadKey(repoURL, ref string) string {
+	return v1alpha1.NormalizeRepoURL(repoURL) + "@" + ref
+}
+
 // Dispatch handles one push event. It returns an error only when the event
-// should be retried (the app list or the queue was unavailable).
+// should be retried (the app list, the queue or the head store failed).
 func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error {
 	span := trace.SpanFromContext(ctx)
-	log := d.log.With("delivery_id", ev.GetDeliveryId(), "repo", ev.GetRepoUrl(), "ref", ev.GetRef(), "revision", ev.GetAfter())
-	if ev.GetDeleted() {
-		log.Info("push deleted a ref; nothing to sync")
-		return nil
-	}
+	log := d.log.With("provider", ev.GetProvider(), "delivery_id", ev.GetDeliveryId(), "repo", ev.GetRepoUrl(), "ref", ev.GetRef(), "revision", ev.GetAfter())
 	apps, err := d.apps.ListApplications(ctx)
 	if err != nil {
 		return fmt.Errorf("listing applications: %w", err)
 	}
+	if ev.GetDeleted() {
+		d.warnDeleted(ctx, apps, ev, log)
+		return nil
+	}
+	key := HeadKey(ev.GetRepoUrl(), ev.GetRef())
+	if d.opts.Heads != nil {
+		last, err := d.opts.Heads.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if last == ev.GetAfter() {
+			log.Info("revision already dispatched; nothing to do")
+			span.SetAttributes(attribute.Bool("ferry.already_dispatched", true))
+			return nil
+		}
+	}
 	changed, known := ChangedPaths(ev)
-	var n int
+	if !known && d.opts.Comparer != nil && ev.GetBefore() != "" && ev.GetBefore() != zeroSHA && !ev.GetCreated() {
+		files, err := d.opts.Comparer.ChangedFiles(ctx, ev.GetRepoUrl(), ev.GetBefore(), ev.GetAfter())
+		if err != nil {
+			log.Warn("compare unavailable; syncing every app on this repository and ref", "error", err)
+		} else {
+			changed, known = files, true
+		}
+	}
+	span.SetAttributes(attribute.Bool("ferry.changed_paths_known", known), attribute.Int("ferry.changed_paths", len(changed)))
+
+	var synced int
 	for _, app := range apps {
 		if !Touches(app, ev, changed, known) {
+			continue
+		}
+		if app.Status.Sync.Revision == ev.GetAfter() && app.Status.Sync.Status == v1alpha1.SyncStatusSynced {
+			log.Info("app already at this revision", "app", app.Namespace+"/"+app.Name)
 			continue
 		}
 		req := &ferryv1.SyncRequest{
@@ -71,7 +134,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 			RepoUrl:      ev.GetRepoUrl(),
 			Revision:     ev.GetAfter(),
 			Ref:          ev.GetRef(),
-			Trigger:      ferryv1.Trigger_TRIGGER_PUSH,
+			Trigger:      triggerOf(ev),
 			DeliveryId:   ev.GetDeliveryId(),
 			RequestedAt:  timestamppb.Now(),
 			ChangedPaths: changed,
@@ -79,21 +142,52 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 		if err := d.pub.PublishSync(ctx, req); err != nil {
 			return fmt.Errorf("enqueueing sync of %s/%s: %w", app.Namespace, app.Name, err)
 		}
-		n++
+		synced++
 		log.Info("sync enqueued", "app", app.Namespace+"/"+app.Name)
 	}
-	span.SetAttributes(attribute.Int("ferry.apps_considered", len(apps)), attribute.Int("ferry.apps_synced", n))
-	if n == 0 {
+	span.SetAttributes(attribute.Int("ferry.apps_considered", len(apps)), attribute.Int("ferry.apps_synced", synced))
+	if synced == 0 {
 		log.Info("push touches no application")
 	}
+	// Record the head only once every sync is enqueued, so a retry after a
+	// failure above dispatches again instead of losing apps.
+	if d.opts.Heads != nil {
+		if err := d.opts.Heads.Set(ctx, key, ev.GetAfter()); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func triggerOf(ev *ferryv1.PushEvent) ferryv1.Trigger {
+	if ev.GetProvider() == ProviderPoll {
+		return ferryv1.Trigger_TRIGGER_POLL
+	}
+	return ferryv1.Trigger_TRIGGER_PUSH
+}
+
+func (d *Dispatcher) warnDeleted(ctx context.Context, apps []*v1alpha1.Application, ev *ferryv1.PushEvent, log *slog.Logger) {
+	for _, app := range apps {
+		if !Touches(app, ev, nil, false) {
+			continue
+		}
+		msg := fmt.Sprintf("%s was deleted from %s; the app keeps its last synced state", ev.GetRef(), ev.GetRepoUrl())
+		log.Warn("tracked ref deleted", "app", app.Namespace+"/"+app.Name)
+		if d.opts.Warner == nil {
+			continue
+		}
+		if err := d.opts.Warner.Warn(ctx, app.Namespace, app.Name, "RefDeleted", msg); err != nil {
+			log.Warn("could not mark app", "app", app.Namespace+"/"+app.Name, "error", err)
+		}
+	}
 }
 
 // ChangedPaths returns the union of files the push's commits added, modified
 // or removed. known is false when the payload cannot tell: no commits listed,
 // a possibly truncated list, a forced push or a new branch.
 func ChangedPaths(ev *ferryv1.PushEvent) (paths []string, known bool) {
-	if len(ev.GetCommits()) == 0 || len(ev.GetCommits()) >= maxListedCommits || ev.GetForced() || ev.GetCreated() {
+	n := len(ev.GetCommits())
+	if n == 0 || n >= maxListedCommits || ev.GetCommitsTruncated() || ev.GetForced() || ev.GetCreated() {
 		return nil, false
 	}
 	seen := map[string]bool{}
@@ -145,7 +239,7 @@ func Touches(app *v1alpha1.Application, ev *ferryv1.PushEvent, changed []string,
 			continue
 		}
 		hit = true
-		inputs = append(inputs, appInputs(src, sources)...)
+		inputs = append(inputs, AppInputs(app, src)...)
 	}
 	if !hit {
 		return false
@@ -163,24 +257,30 @@ func Touches(app *v1alpha1.Application, ev *ferryv1.PushEvent, changed []string,
 	return false
 }
 
-// appInputs lists the repository paths src reads: its path, and the value
-// files that other sources reach through $ref.
-func appInputs(src v1alpha1.ApplicationSource, all []v1alpha1.ApplicationSource) []string {
+// AppInputs lists the repository paths that src of app reads: its path;
+// the value files other sources reach through $ref; and what the renderer
+// recorded in the status (local chart dependencies, Kustomize bases outside
+// the path), when it did.
+func AppInputs(app *v1alpha1.Application, src v1alpha1.ApplicationSource) []string {
 	var in []string
 	if src.Chart == "" && src.Ref == "" {
 		in = append(in, cleanRepoPath(src.Path))
 	}
-	if src.Ref == "" {
-		return in
-	}
-	for _, other := range all {
-		if other.Helm == nil {
-			continue
-		}
-		for _, vf := range other.Helm.ValueFiles {
-			if rest, ok := strings.CutPrefix(vf, "$"+src.Ref+"/"); ok {
-				in = append(in, cleanRepoPath(rest))
+	if src.Ref != "" {
+		for _, other := range app.Spec.AllSources() {
+			if other.Helm == nil {
+				continue
 			}
+			for _, vf := range other.Helm.ValueFiles {
+				if rest, ok := strings.CutPrefix(vf, "$"+src.Ref+"/"); ok {
+					in = append(in, cleanRepoPath(rest))
+				}
+			}
+		}
+	}
+	for _, p := range app.Status.Inputs {
+		if v1alpha1.NormalizeRepoURL(p.RepoURL) == v1alpha1.NormalizeRepoURL(src.RepoURL) {
+			in = append(in, cleanRepoPath(p.Path))
 		}
 	}
 	return in

@@ -40,7 +40,7 @@ type ferry struct {
 	spans *tracetest.InMemoryExporter
 }
 
-func startFerry(t *testing.T, cp *testenv.ControlPlane) *ferry {
+func startFerry(t *testing.T, cp *testenv.ControlPlane, tweaks ...func(*cli.ServeOptions)) *ferry {
 	t.Helper()
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "secret")
@@ -59,6 +59,10 @@ func startFerry(t *testing.T, cp *testenv.ControlPlane) *ferry {
 	o.Stderr = t.Output()
 	o.LogLevel = "warn"
 	o.OnReady = func(i cli.ServeInfo) { ready <- i }
+	o.PollInterval = 0
+	for _, tweak := range tweaks {
+		tweak(&o)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -23,6 +23,7 @@ import (
 type Queue struct {
 	js      jetstream.JetStream
 	bundles jetstream.ObjectStore
+	heads   jetstream.KeyValue
 	cfg     Config
 	log     *slog.Logger
 	locks   keyedMutex
@@ -44,7 +45,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Que
 	if err != nil {
 		return nil, fmt.Errorf("opening object store %s: %w", BucketBundles, err)
 	}
-	return &Queue{js: js, bundles: obs, cfg: cfg, log: log}, nil
+	heads, err := js.KeyValue(ctx, BucketHeads)
+	if err != nil {
+		return nil, fmt.Errorf("opening KV bucket %s: %w", BucketHeads, err)
+	}
+	return &Queue{js: js, bundles: obs, heads: heads, cfg: cfg, log: log}, nil
 }
 
 // JetStream returns the underlying JetStream handle.
@@ -94,10 +99,42 @@ func (q *Queue) PublishEvent(ctx context.Context, ev *ferryv1.PushEvent) (duplic
 }
 
 // PublishSync enqueues a sync request. A pending request for the same app is
-// replaced, so the newest request wins.
+// replaced, so the newest request wins; the new request inherits trace links
+// to the pushes the replaced one stood for, and to the replaced one itself.
 func (q *Queue) PublishSync(ctx context.Context, req *ferryv1.SyncRequest) error {
-	_, err := q.publish(ctx, SyncSubject(req.GetApp().GetNamespace(), req.GetApp().GetName()), "", req)
+	subject := SyncSubject(req.GetApp().GetNamespace(), req.GetApp().GetName())
+	if prev, tp := q.pendingSync(ctx, subject); prev != nil {
+		req.Links = append(req.Links, prev.GetLinks()...)
+		if tp != "" {
+			req.Links = append(req.Links, &ferryv1.TraceLink{Traceparent: tp, DeliveryId: prev.GetDeliveryId(), Reason: "coalesced"})
+		}
+		if n := len(req.Links); n > maxLinks {
+			req.Links = req.Links[n-maxLinks:]
+		}
+	}
+	_, err := q.publish(ctx, subject, "", req)
 	return err
+}
+
+// maxLinks bounds the links one request carries through a long burst.
+const maxLinks = 32
+
+// pendingSync returns the request still waiting on subject, if any, and its
+// traceparent.
+func (q *Queue) pendingSync(ctx context.Context, subject string) (*ferryv1.SyncRequest, string) {
+	s, err := q.js.Stream(ctx, StreamSync)
+	if err != nil {
+		return nil, ""
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return nil, ""
+	}
+	prev := &ferryv1.SyncRequest{}
+	if proto.Unmarshal(raw.Data, prev) != nil {
+		return nil, ""
+	}
+	return prev, raw.Header.Get("traceparent")
 }
 
 // ConsumeEvents runs handle for every push event until ctx is done.
@@ -194,6 +231,7 @@ func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handl
 		span.SetStatus(codes.Error, err.Error())
 		span.RecordError(err)
 		q.log.Error("job failed for good", "role", role, "subject", m.Subject(), "deliveries", delivered, "error", err)
+		q.deadLetter(ctx, role, m, err)
 		_ = m.TermWithReason(truncate(err.Error(), 256))
 	default:
 		span.SetStatus(codes.Error, err.Error())
@@ -201,6 +239,21 @@ func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handl
 		delay := backoff(delivered)
 		q.log.Warn("job failed, will retry", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", delay, "error", err)
 		_ = m.NakWithDelay(delay)
+	}
+}
+
+// deadLetter keeps a copy of a job that failed for good, with the reason,
+// on ferry.dead.<role>.<original subject>.
+func (q *Queue) deadLetter(ctx context.Context, role string, m jetstream.Msg, cause error) {
+	h := nats.Header{}
+	for k, v := range m.Headers() {
+		h[k] = v
+	}
+	h.Set("Ferry-Dead-Reason", truncate(cause.Error(), 1024))
+	h.Set("Ferry-Dead-Subject", m.Subject())
+	dl := &nats.Msg{Subject: subjectDead + "." + role + "." + m.Subject(), Data: m.Data(), Header: h}
+	if _, err := q.js.PublishMsg(ctx, dl); err != nil {
+		q.log.Warn("dead letter not stored", "subject", m.Subject(), "error", err)
 	}
 }
 

@@ -38,7 +38,16 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 				return Terminal(fmt.Errorf("decoding sync request: %w", err))
 			}
 			app := req.GetApp()
-			trace.SpanFromContext(ctx).SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
+			span := trace.SpanFromContext(ctx)
+			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
+			for _, l := range req.GetLinks() {
+				if sc := remoteSpanContext(l.GetTraceparent()); sc.IsValid() {
+					span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
+						attribute.String("ferry.link.reason", l.GetReason()),
+						attribute.String("ferry.delivery_id", l.GetDeliveryId()),
+					}})
+				}
+			}
 			unlock := q.locks.lock("render/" + app.GetNamespace() + "/" + app.GetName())
 			defer unlock()
 

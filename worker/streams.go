@@ -15,6 +15,7 @@ const (
 	StreamSync    = "FERRY_SYNC"
 	StreamApply   = "FERRY_APPLY"
 	StreamResults = "FERRY_RESULTS"
+	StreamDead    = "FERRY_DEAD"
 
 	ConsumerDispatch = "dispatch"
 	ConsumerRender   = "render"
@@ -26,6 +27,7 @@ const (
 	subjectSync    = "ferry.sync"
 	subjectApply   = "ferry.apply"
 	subjectResults = "ferry.results"
+	subjectDead    = "ferry.dead"
 )
 
 // EventSubject is the subject a provider's push events are published on.
@@ -90,6 +92,14 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 			Discard:           jetstream.DiscardOld,
 		},
 		{
+			Name:        StreamDead,
+			Description: "jobs that failed for good, with the reason, for inspection",
+			Subjects:    []string{subjectDead + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      7 * 24 * time.Hour,
+			MaxMsgs:     10000,
+		},
+		{
 			Name:              StreamResults,
 			Description:       "sync results, the last 20 per app",
 			Subjects:          []string{subjectResults + ".>"},
@@ -135,6 +145,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	})
 	if err != nil {
 		return fmt.Errorf("declaring object store %s: %w", BucketBundles, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketHeads,
+		Description: "last dispatched head per repository and ref",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("declaring KV bucket %s: %w", BucketHeads, err)
 	}
 	return nil
 }

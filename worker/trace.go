@@ -52,3 +52,20 @@ var natsSystem = semconv.MessagingSystemKey.String("nats")
 func messagingAttrs(subject string, op attribute.KeyValue) []attribute.KeyValue {
 	return []attribute.KeyValue{natsSystem, semconv.MessagingDestinationName(subject), op}
 }
+
+// remoteSpanContext parses a W3C traceparent into a span context.
+func remoteSpanContext(traceparent string) trace.SpanContext {
+	if traceparent == "" {
+		return trace.SpanContext{}
+	}
+	h := nats.Header{}
+	h.Set("traceparent", traceparent)
+	return trace.SpanContextFromContext(Extract(context.Background(), h))
+}
+
+// Traceparent returns the W3C traceparent of the span in ctx, or "".
+func Traceparent(ctx context.Context) string {
+	h := nats.Header{}
+	Inject(ctx, h)
+	return h.Get("traceparent")
+}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/ferrycd/ferry/apply"
+	"github.com/ferrycd/ferry/ingest"
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
@@ -80,4 +81,13 @@ func decodeApp(obj any) (*v1alpha1.Application, error) {
 		return nil, fmt.Errorf("application %s/%s: %w", u.GetNamespace(), u.GetName(), err)
 	}
 	return app, nil
+}
+
+// GetApplication returns one Application from the informer's cache.
+func (s *appStore) GetApplication(_ context.Context, namespace, name string) (*v1alpha1.Application, error) {
+	app, err := s.Get(namespace, name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%s/%s: %w", namespace, name, ingest.ErrAppNotFound)
+	}
+	return app, err
 }

@@ -44,7 +44,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(stderr), &cobra.Command{
+	root.AddCommand(newServeCmd(stderr), newAppCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print ferry's version",
 		Run: func(cmd *cobra.Command, _ []string) {

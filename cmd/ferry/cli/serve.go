@@ -5,13 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -36,11 +41,23 @@ type ServeOptions struct {
 	RestConfig *rest.Config
 
 	GitHubWebhookSecretFile   string
+	GiteaWebhookSecretFile    string
+	GitLabWebhookSecretFile   string
 	InsecureSkipWebhookVerify bool
 	MaxWebhookBodyBytes       int64
-	LogLevel                  string
-	RenderTimeout             time.Duration
-	ApplyParallelism          int
+	// DedupWindow is how long a delivery ID is remembered.
+	DedupWindow time.Duration
+	// PollInterval is the period of the ls-remote fallback; 0 disables it.
+	PollInterval time.Duration
+	// GitHubAPIURL and GitHubTokenFile configure the Compare API used for
+	// pushes whose payload does not list their files.
+	GitHubAPIURL    string
+	GitHubTokenFile string
+	// APITokenFile holds the bearer token of mutating API calls.
+	APITokenFile     string
+	LogLevel         string
+	RenderTimeout    time.Duration
+	ApplyParallelism int
 
 	// TracerProvider, when set, replaces the SDK set up from OTEL_* variables.
 	TracerProvider trace.TracerProvider
@@ -65,6 +82,8 @@ func DefaultServeOptions() ServeOptions {
 		DataDir:             "./.ferry",
 		Namespace:           "ferry",
 		MaxWebhookBodyBytes: ingest.DefaultMaxBodyBytes,
+		DedupWindow:         worker.DefaultConfig().DuplicateWindow,
+		PollInterval:        3 * time.Minute,
 		LogLevel:            "info",
 		RenderTimeout:       render.DefaultOptions().Timeout,
 		ApplyParallelism:    apply.DefaultOptions().Parallelism,
@@ -89,32 +108,62 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
 	f.StringVar(&o.GitHubWebhookSecretFile, "github-webhook-secret-file", "", "file holding the GitHub webhook secret (or set FERRY_GITHUB_WEBHOOK_SECRET)")
 	f.BoolVar(&o.InsecureSkipWebhookVerify, "insecure-skip-webhook-verify", false, "accept unsigned webhooks (local demos only)")
+	f.StringVar(&o.GiteaWebhookSecretFile, "gitea-webhook-secret-file", "", "file holding the Gitea webhook secret (or FERRY_GITEA_WEBHOOK_SECRET; default: the GitHub secret)")
+	f.StringVar(&o.GitLabWebhookSecretFile, "gitlab-webhook-secret-file", "", "file holding the GitLab webhook token (or FERRY_GITLAB_WEBHOOK_SECRET; default: the GitHub secret)")
 	f.Int64Var(&o.MaxWebhookBodyBytes, "max-webhook-body-bytes", o.MaxWebhookBodyBytes, "largest webhook body accepted")
+	f.DurationVar(&o.DedupWindow, "dedup-window", o.DedupWindow, "how long a webhook delivery ID is remembered for deduplication")
+	f.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "period of the git ls-remote fallback for missed webhooks (0 disables)")
+	f.StringVar(&o.GitHubAPIURL, "github-api-url", "", "GitHub API root for the Compare API, e.g. https://ghe.example.com/api/v3/ (default https://api.github.com/)")
+	f.StringVar(&o.GitHubTokenFile, "github-token-file", "", "file holding a GitHub token for the Compare API")
+	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for mutating API calls (without it they are disabled)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render")
 	f.IntVar(&o.ApplyParallelism, "apply-parallelism", o.ApplyParallelism, "objects applied at once within a stage")
 	return cmd
 }
 
-func (o *ServeOptions) webhookSecret() ([]byte, error) {
-	if o.GitHubWebhookSecretFile != "" {
-		b, err := os.ReadFile(o.GitHubWebhookSecretFile)
+// readSecret returns the trimmed content of file, else of the environment
+// variable env, else nil.
+func readSecret(flag, file, env string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("reading --github-webhook-secret-file: %w", err)
+			return nil, fmt.Errorf("reading --%s: %w", flag, err)
 		}
 		s := strings.TrimSpace(string(b))
 		if s == "" {
-			return nil, fmt.Errorf("--github-webhook-secret-file %s is empty", o.GitHubWebhookSecretFile)
+			return nil, fmt.Errorf("--%s %s is empty", flag, file)
 		}
 		return []byte(s), nil
 	}
-	if s := os.Getenv("FERRY_GITHUB_WEBHOOK_SECRET"); s != "" {
+	if s := strings.TrimSpace(os.Getenv(env)); s != "" {
 		return []byte(s), nil
 	}
-	if o.InsecureSkipWebhookVerify {
-		return nil, nil
+	return nil, nil
+}
+
+// webhookSecrets returns the GitHub, Gitea and GitLab secrets; the latter
+// two default to the GitHub one.
+func (o *ServeOptions) webhookSecrets() (gh, gitea, gitlab []byte, err error) {
+	if gh, err = readSecret("github-webhook-secret-file", o.GitHubWebhookSecretFile, "FERRY_GITHUB_WEBHOOK_SECRET"); err != nil {
+		return nil, nil, nil, err
 	}
-	return nil, errors.New("no webhook secret: set --github-webhook-secret-file or FERRY_GITHUB_WEBHOOK_SECRET, or pass --insecure-skip-webhook-verify for a local demo")
+	if gitea, err = readSecret("gitea-webhook-secret-file", o.GiteaWebhookSecretFile, "FERRY_GITEA_WEBHOOK_SECRET"); err != nil {
+		return nil, nil, nil, err
+	}
+	if gitlab, err = readSecret("gitlab-webhook-secret-file", o.GitLabWebhookSecretFile, "FERRY_GITLAB_WEBHOOK_SECRET"); err != nil {
+		return nil, nil, nil, err
+	}
+	if gitea == nil {
+		gitea = gh
+	}
+	if gitlab == nil {
+		gitlab = gh
+	}
+	if gh == nil && !o.InsecureSkipWebhookVerify {
+		return nil, nil, nil, errors.New("no webhook secret: set --github-webhook-secret-file or FERRY_GITHUB_WEBHOOK_SECRET, or pass --insecure-skip-webhook-verify for a local demo")
+	}
+	return gh, gitea, gitlab, nil
 }
 
 func (o *ServeOptions) restConfig() (*rest.Config, error) {
@@ -141,12 +190,20 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	secret, err := o.webhookSecret()
+	ghSecret, giteaSecret, gitlabSecret, err := o.webhookSecrets()
 	if err != nil {
 		return err
 	}
-	if len(secret) == 0 {
+	if len(ghSecret) == 0 {
 		log.Warn("webhook signatures are NOT verified (--insecure-skip-webhook-verify)")
+	}
+	apiToken, err := readSecret("api-token-file", o.APITokenFile, "FERRY_API_TOKEN")
+	if err != nil {
+		return err
+	}
+	githubToken, err := readSecret("github-token-file", o.GitHubTokenFile, "FERRY_GITHUB_TOKEN")
+	if err != nil {
+		return err
 	}
 	cfg, err := o.restConfig()
 	if err != nil {
@@ -184,7 +241,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return fmt.Errorf("connecting to embedded NATS: %w", err)
 	}
 	defer nc.Close()
-	queue, err := worker.New(ctx, nc, worker.DefaultConfig(), log)
+	wcfg := worker.DefaultConfig()
+	wcfg.DuplicateWindow = o.DedupWindow
+	queue, err := worker.New(ctx, nc, wcfg, log)
 	if err != nil {
 		return err
 	}
@@ -194,23 +253,42 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	renderer := render.New(gitCache, render.Options{Timeout: o.RenderTimeout}, log)
-	gh, err := ingest.NewGitHub(queue, ingest.GitHubOptions{
-		Secret:             secret,
-		InsecureSkipVerify: len(secret) == 0,
-		MaxBodyBytes:       o.MaxWebhookBodyBytes,
-	}, log)
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ingestMetrics := ingest.NewMetrics(metrics)
+	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){
+		"github": ingest.NewGitHub, "gitea": ingest.NewGitea, "gitlab": ingest.NewGitLab,
+	}
+	secrets := map[string][]byte{"github": ghSecret, "gitea": giteaSecret, "gitlab": gitlabSecret}
+	mux := http.NewServeMux()
+	for name, newReceiver := range receivers {
+		rc, err := newReceiver(queue, ingest.ReceiverOptions{
+			Secret:             secrets[name],
+			InsecureSkipVerify: len(secrets[name]) == 0,
+			MaxBodyBytes:       o.MaxWebhookBodyBytes,
+			Metrics:            ingestMetrics,
+		}, log)
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST /webhooks/"+name, rc)
+	}
+	comparer, err := ingest.NewGitHubCompare(o.GitHubAPIURL, string(githubToken), githubHost(o.GitHubAPIURL), nil)
 	if err != nil {
 		return err
 	}
-	dispatcher := ingest.NewDispatcher(apps, queue, log)
+	heads := queue.Heads()
+	dispatcher := ingest.NewDispatcher(apps, queue, ingest.DispatchOptions{
+		Heads: heads, Comparer: comparer, Warner: conditionWriter{applier.Dynamic()}, Log: log,
+	})
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	roles := &roles{apps: apps, renderer: renderer, applier: applier, log: log}
 
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.Listen, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("POST /webhooks/github", gh)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !nc.IsConnected() || !apps.synced() {
@@ -229,6 +307,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	g.Go(func() error { return queue.ConsumeEvents(ctx, dispatcher.Dispatch) })
 	g.Go(func() error { return queue.RunRender(ctx, roles) })
 	g.Go(func() error { return queue.RunApply(ctx, roles) })
+	if o.PollInterval > 0 {
+		poller := ingest.NewPoller(apps, gitCache, heads, queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
+		g.Go(func() error { return poller.Start(ctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -251,4 +333,16 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return nil
 	}
 	return err
+}
+
+// githubHost is the git host served by the GitHub API at apiURL.
+func githubHost(apiURL string) string {
+	if apiURL == "" {
+		return "github.com"
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }

@@ -142,6 +142,16 @@ type ApplicationStatus struct {
 	LastError string `json:"lastError,omitempty"`
 	// ReconciledAt is when ferry last finished a sync of this app.
 	ReconciledAt *metav1.Time `json:"reconciledAt,omitempty"`
+	// Inputs are the repository paths the last render read beyond each
+	// source's path (local chart dependencies, Kustomize bases), so that a
+	// push touching them syncs the app.
+	Inputs []InputPath `json:"inputs,omitempty"`
+}
+
+// InputPath is one repository path an app's render read.
+type InputPath struct {
+	RepoURL string `json:"repoURL"`
+	Path    string `json:"path"`
 }
 
 // SyncStatus compares the cluster with Git.

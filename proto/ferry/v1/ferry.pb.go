@@ -278,8 +278,11 @@ type PushEvent struct {
 	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
 	// Other URLs the provider gave for the same repository (ssh, html).
 	AlternateUrls []string `protobuf:"bytes,13,rep,name=alternate_urls,json=alternateUrls,proto3" json:"alternate_urls,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// commits_truncated is set when the provider listed fewer commits than
+	// the push held, so the changed paths are not known from the payload.
+	CommitsTruncated bool `protobuf:"varint,14,opt,name=commits_truncated,json=commitsTruncated,proto3" json:"commits_truncated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PushEvent) Reset() {
@@ -403,6 +406,76 @@ func (x *PushEvent) GetAlternateUrls() []string {
 	return nil
 }
 
+func (x *PushEvent) GetCommitsTruncated() bool {
+	if x != nil {
+		return x.CommitsTruncated
+	}
+	return false
+}
+
+// TraceLink points at the trace of another request this one stands for:
+// a push coalesced into a newer sync request, or the sync a drift follows.
+type TraceLink struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// traceparent is the W3C traceparent of the linked span.
+	Traceparent   string `protobuf:"bytes,1,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	DeliveryId    string `protobuf:"bytes,2,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceLink) Reset() {
+	*x = TraceLink{}
+	mi := &file_ferry_v1_ferry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceLink) ProtoMessage() {}
+
+func (x *TraceLink) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_ferry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceLink.ProtoReflect.Descriptor instead.
+func (*TraceLink) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TraceLink) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *TraceLink) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *TraceLink) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // SyncRequest asks for one app to be synced at one revision.
 type SyncRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -416,14 +489,17 @@ type SyncRequest struct {
 	DeliveryId   string                 `protobuf:"bytes,6,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
 	RequestedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
 	// ref is the ref that moved, when a push or poll triggered the sync.
-	Ref           string `protobuf:"bytes,8,opt,name=ref,proto3" json:"ref,omitempty"`
+	Ref string `protobuf:"bytes,8,opt,name=ref,proto3" json:"ref,omitempty"`
+	// links are the pushes this request coalesced: pending requests for the
+	// same app that it replaced.
+	Links         []*TraceLink `protobuf:"bytes,9,rep,name=links,proto3" json:"links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[3]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +511,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[3]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +524,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{3}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SyncRequest) GetApp() *AppRef {
@@ -507,6 +583,13 @@ func (x *SyncRequest) GetRef() string {
 	return ""
 }
 
+func (x *SyncRequest) GetLinks() []*TraceLink {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
 // BundleRef points at a rendered bundle in the object store.
 type BundleRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -520,7 +603,7 @@ type BundleRef struct {
 
 func (x *BundleRef) Reset() {
 	*x = BundleRef{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[4]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +615,7 @@ func (x *BundleRef) String() string {
 func (*BundleRef) ProtoMessage() {}
 
 func (x *BundleRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[4]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +628,7 @@ func (x *BundleRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleRef.ProtoReflect.Descriptor instead.
 func (*BundleRef) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{4}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BundleRef) GetHash() string {
@@ -585,7 +668,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[5]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +680,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[5]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +693,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{5}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ApplyRequest) GetApp() *AppRef {
@@ -677,7 +760,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +772,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +785,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{6}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Bundle) GetHash() string {
@@ -736,7 +819,7 @@ type ResourceResult struct {
 
 func (x *ResourceResult) Reset() {
 	*x = ResourceResult{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +831,7 @@ func (x *ResourceResult) String() string {
 func (*ResourceResult) ProtoMessage() {}
 
 func (x *ResourceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +844,7 @@ func (x *ResourceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceResult.ProtoReflect.Descriptor instead.
 func (*ResourceResult) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{7}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResourceResult) GetGroup() string {
@@ -832,7 +915,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +927,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +940,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{8}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncResult) GetApp() *AppRef {
@@ -942,7 +1025,7 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05added\x18\x02 \x03(\tR\x05added\x12\x1a\n" +
 	"\bmodified\x18\x03 \x03(\tR\bmodified\x12\x18\n" +
-	"\aremoved\x18\x04 \x03(\tR\aremoved\"\xa6\x03\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\"\xd3\x03\n" +
 	"\tPushEvent\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x1f\n" +
 	"\vdelivery_id\x18\x02 \x01(\tR\n" +
@@ -959,7 +1042,13 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\x0edefault_branch\x18\v \x01(\tR\rdefaultBranch\x12;\n" +
 	"\vreceived_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12%\n" +
-	"\x0ealternate_urls\x18\r \x03(\tR\ralternateUrls\"\xac\x02\n" +
+	"\x0ealternate_urls\x18\r \x03(\tR\ralternateUrls\x12+\n" +
+	"\x11commits_truncated\x18\x0e \x01(\bR\x10commitsTruncated\"f\n" +
+	"\tTraceLink\x12 \n" +
+	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1f\n" +
+	"\vdelivery_id\x18\x02 \x01(\tR\n" +
+	"deliveryId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd7\x02\n" +
 	"\vSyncRequest\x12\"\n" +
 	"\x03app\x18\x01 \x01(\v2\x10.ferry.v1.AppRefR\x03app\x12\x19\n" +
 	"\brepo_url\x18\x02 \x01(\tR\arepoUrl\x12\x1a\n" +
@@ -969,7 +1058,8 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\vdelivery_id\x18\x06 \x01(\tR\n" +
 	"deliveryId\x12=\n" +
 	"\frequested_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x10\n" +
-	"\x03ref\x18\b \x01(\tR\x03ref\"V\n" +
+	"\x03ref\x18\b \x01(\tR\x03ref\x12)\n" +
+	"\x05links\x18\t \x03(\v2\x13.ferry.v1.TraceLinkR\x05links\"V\n" +
 	"\tBundleRef\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
@@ -1035,42 +1125,44 @@ func file_ferry_v1_ferry_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_v1_ferry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ferry_v1_ferry_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_ferry_v1_ferry_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_ferry_v1_ferry_proto_goTypes = []any{
 	(Trigger)(0),                  // 0: ferry.v1.Trigger
 	(SyncPhase)(0),                // 1: ferry.v1.SyncPhase
 	(*AppRef)(nil),                // 2: ferry.v1.AppRef
 	(*Commit)(nil),                // 3: ferry.v1.Commit
 	(*PushEvent)(nil),             // 4: ferry.v1.PushEvent
-	(*SyncRequest)(nil),           // 5: ferry.v1.SyncRequest
-	(*BundleRef)(nil),             // 6: ferry.v1.BundleRef
-	(*ApplyRequest)(nil),          // 7: ferry.v1.ApplyRequest
-	(*Bundle)(nil),                // 8: ferry.v1.Bundle
-	(*ResourceResult)(nil),        // 9: ferry.v1.ResourceResult
-	(*SyncResult)(nil),            // 10: ferry.v1.SyncResult
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*TraceLink)(nil),             // 5: ferry.v1.TraceLink
+	(*SyncRequest)(nil),           // 6: ferry.v1.SyncRequest
+	(*BundleRef)(nil),             // 7: ferry.v1.BundleRef
+	(*ApplyRequest)(nil),          // 8: ferry.v1.ApplyRequest
+	(*Bundle)(nil),                // 9: ferry.v1.Bundle
+	(*ResourceResult)(nil),        // 10: ferry.v1.ResourceResult
+	(*SyncResult)(nil),            // 11: ferry.v1.SyncResult
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_ferry_v1_ferry_proto_depIdxs = []int32{
 	3,  // 0: ferry.v1.PushEvent.commits:type_name -> ferry.v1.Commit
-	11, // 1: ferry.v1.PushEvent.received_at:type_name -> google.protobuf.Timestamp
+	12, // 1: ferry.v1.PushEvent.received_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: ferry.v1.SyncRequest.app:type_name -> ferry.v1.AppRef
 	0,  // 3: ferry.v1.SyncRequest.trigger:type_name -> ferry.v1.Trigger
-	11, // 4: ferry.v1.SyncRequest.requested_at:type_name -> google.protobuf.Timestamp
-	2,  // 5: ferry.v1.ApplyRequest.app:type_name -> ferry.v1.AppRef
-	6,  // 6: ferry.v1.ApplyRequest.bundle:type_name -> ferry.v1.BundleRef
-	0,  // 7: ferry.v1.ApplyRequest.trigger:type_name -> ferry.v1.Trigger
-	11, // 8: ferry.v1.ApplyRequest.requested_at:type_name -> google.protobuf.Timestamp
-	2,  // 9: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
-	1,  // 10: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
-	9,  // 11: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
-	11, // 12: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
-	11, // 13: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	12, // 4: ferry.v1.SyncRequest.requested_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: ferry.v1.SyncRequest.links:type_name -> ferry.v1.TraceLink
+	2,  // 6: ferry.v1.ApplyRequest.app:type_name -> ferry.v1.AppRef
+	7,  // 7: ferry.v1.ApplyRequest.bundle:type_name -> ferry.v1.BundleRef
+	0,  // 8: ferry.v1.ApplyRequest.trigger:type_name -> ferry.v1.Trigger
+	12, // 9: ferry.v1.ApplyRequest.requested_at:type_name -> google.protobuf.Timestamp
+	2,  // 10: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
+	1,  // 11: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
+	10, // 12: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
+	12, // 13: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
+	12, // 14: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_ferry_proto_init() }
@@ -1084,7 +1176,7 @@ func file_ferry_v1_ferry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_ferry_proto_rawDesc), len(file_ferry_v1_ferry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
