@@ -29,6 +29,9 @@ type SyncRecord struct {
 	Result     *Result
 	// Err is the sync's failure, nil when it succeeded.
 	Err error
+	// Generation is the Application generation the sync used; 0 means the
+	// one read when recording.
+	Generation int64
 }
 
 // RecordSync writes the outcome of a sync into the Application's status:
@@ -48,6 +51,9 @@ func RecordSync(ctx context.Context, dyn dynamic.Interface, namespace, name stri
 		var app v1alpha1.Application
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
 			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
+		}
+		if rec.Generation == 0 {
+			rec.Generation = u.GetGeneration()
 		}
 		applyRecord(&app.Status, rec)
 		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
@@ -98,6 +104,7 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 	}
 	op.Phase = phase
 	st.OperationState = op
+	st.ObservedGeneration = rec.Generation
 	st.ReconciledAt = &finished
 
 	var nextID int64

@@ -39,9 +39,13 @@ type Comparer interface {
 	ChangedFiles(ctx context.Context, repoURL, base, head string) ([]string, error)
 }
 
-// AppWarner puts a warning condition on an Application.
+// AppWarner writes what dispatch learned into an Application's status.
 type AppWarner interface {
+	// Warn sets a warning condition of type reason.
 	Warn(ctx context.Context, namespace, name, reason, message string) error
+	// OutOfSync marks an app that does not sync by itself (manual or
+	// suspended) as behind Git at revision.
+	OutOfSync(ctx context.Context, namespace, name, revision string) error
 }
 
 // DispatchOptions are the optional collaborators of a Dispatcher.
@@ -127,6 +131,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 		}
 		if app.Status.Sync.Revision == ev.GetAfter() && app.Status.Sync.Status == v1alpha1.SyncStatusSynced {
 			log.Info("app already at this revision", "app", app.Namespace+"/"+app.Name)
+			continue
+		}
+		if !app.Spec.IsAutomated() || app.Spec.Suspend {
+			log.Info("app does not sync by itself; marked out of sync", "app", app.Namespace+"/"+app.Name, "suspended", app.Spec.Suspend)
+			if d.opts.Warner != nil {
+				if err := d.opts.Warner.OutOfSync(ctx, app.Namespace, app.Name, ev.GetAfter()); err != nil {
+					log.Warn("could not mark app out of sync", "app", app.Namespace+"/"+app.Name, "error", err)
+				}
+			}
 			continue
 		}
 		req := &ferryv1.SyncRequest{

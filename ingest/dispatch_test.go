@@ -46,6 +46,7 @@ func TestRefMatches(t *testing.T) {
 
 func app(name string, sources ...v1alpha1.ApplicationSource) *v1alpha1.Application {
 	a := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Namespace: "ferry", Name: name}}
+	a.Spec.SyncPolicy = &v1alpha1.SyncPolicy{Automated: &v1alpha1.Automated{}}
 	if len(sources) == 1 {
 		a.Spec.Source = &sources[0]
 	} else {
@@ -168,6 +169,13 @@ func (w *warnings) Warn(_ context.Context, ns, name, reason, msg string) error {
 	return nil
 }
 
+func (w *warnings) OutOfSync(_ context.Context, ns, name, revision string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got = append(w.got, ns+"/"+name+" OutOfSync@"+revision[:4])
+	return nil
+}
+
 // syncsSince returns the sync requests stored after seq.
 func syncsSince(t *testing.T, seq uint64) []*ferryv1.SyncRequest {
 	t.Helper()
@@ -263,6 +271,29 @@ func TestDispatch(t *testing.T) {
 		}
 		if n := lastSeq(t, worker.StreamSync) - seq; n != 0 {
 			t.Fatalf("%d sync requests stored, want 0", n)
+		}
+	})
+
+	t.Run("manual and suspended apps are marked out of sync, not synced", func(t *testing.T) {
+		r := uniqueRepo(t)
+		manual := app("manual", v1alpha1.ApplicationSource{RepoURL: r, Path: "a"})
+		manual.Spec.SyncPolicy = nil
+		suspended := app("suspended", v1alpha1.ApplicationSource{RepoURL: r, Path: "a"})
+		suspended.Spec.Suspend = true
+		auto := app("auto", v1alpha1.ApplicationSource{RepoURL: r, Path: "a"})
+		w := &warnings{}
+		d := ingest.NewDispatcher(apps{manual, suspended, auto}, queue, ingest.DispatchOptions{Warner: w})
+		ev := push("a/x.yaml")
+		ev.RepoUrl = r
+		seq := lastSeq(t, worker.StreamSync)
+		if err := d.Dispatch(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := names(syncsSince(t, seq)); !slices.Equal(got, []string{"auto"}) {
+			t.Fatalf("synced %v, want [auto]", got)
+		}
+		if !slices.Equal(w.got, []string{"ferry/manual OutOfSync@2222", "ferry/suspended OutOfSync@2222"}) {
+			t.Fatalf("marks %v", w.got)
 		}
 	})
 

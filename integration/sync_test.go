@@ -206,10 +206,6 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 			SyncPolicy:  &v1alpha1.SyncPolicy{Automated: &v1alpha1.Automated{Prune: true, SelfHeal: true}},
 		},
 	})
-	// The dispatcher reads Applications from an informer; give it the app
-	// before the push arrives.
-	time.Sleep(500 * time.Millisecond)
-
 	push := func(t *testing.T, delivery, before, after string, modified ...string) time.Time {
 		t.Helper()
 		body := webhook.Push{
@@ -241,15 +237,26 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 		})
 	}
 
+	t.Run("a created app syncs by itself at the head of its branch", func(t *testing.T) {
+		waitSynced(t, first, "hello")
+	})
+
 	var firstTrace string
 	t.Run("applies the objects of the pushed commit", func(t *testing.T) {
-		sent := push(t, "delivery-1", strings.Repeat("0", 40), first, "components/web/config.yaml", "components/web/deployment.yaml")
-		waitSynced(t, first, "hello")
+		repo.WriteFile(t, "components/web/config.yaml", configMap("web-config", "pushed"))
+		repo.WriteFile(t, "components/web/deployment.yaml", strings.Replace(deployment, "nginx:1.27.0", "nginx:1.27.1", 1))
+		pushed := repo.Commit(t, "bump nginx")
+		sent := push(t, "delivery-1", first, pushed, "components/web/config.yaml", "components/web/deployment.yaml")
+		waitSynced(t, pushed, "pushed")
 		t.Logf("push to applied: %s", time.Since(sent).Round(time.Millisecond))
+		first = pushed
 		for _, name := range []string{"web"} {
 			d, err := kube.AppsV1().Deployments("web").Get(t.Context(), name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatalf("deployment %s: %v", name, err)
+			}
+			if img := d.Spec.Template.Spec.Containers[0].Image; img != "nginx:1.27.1" {
+				t.Errorf("deployment image = %q, want the pushed nginx:1.27.1", img)
 			}
 			if d.Annotations["ferry.dev/app"] != "ferry/web" {
 				t.Errorf("deployment tracking annotation = %q, want ferry/web", d.Annotations["ferry.dev/app"])
@@ -264,10 +271,11 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 			t.Errorf("service: %v", err)
 		}
 		app := getApp(t, dyn, "ferry", "web")
-		if n := len(app.Status.History); n != 1 {
-			t.Fatalf("history has %d entries, want 1: %+v", n, app.Status.History)
+		last := app.Status.History[len(app.Status.History)-1]
+		if last.Revision != pushed || last.Trigger != "push" {
+			t.Fatalf("last history entry %+v, want revision %s by push", last, pushed)
 		}
-		firstTrace = app.Status.History[0].TraceID
+		firstTrace = last.TraceID
 		if firstTrace == "" {
 			t.Error("history entry has no trace ID")
 		}

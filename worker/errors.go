@@ -1,6 +1,10 @@
 package worker
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"time"
+)
 
 // terminalError marks a failure that retrying cannot fix.
 type terminalError struct{ err error }
@@ -20,4 +24,34 @@ func Terminal(err error) error {
 func IsTerminal(err error) bool {
 	var t *terminalError
 	return errors.As(err, &t)
+}
+
+// retryError asks for a redelivery after a given delay, outside the
+// worker's own delivery limit: the caller counts attempts itself (an app's
+// syncPolicy.retry), through Delivery.
+type retryError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// RetryAfter wraps err so that the job is delivered again after d.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &retryError{err: err, after: d}
+}
+
+type deliveryKey struct{}
+
+// Delivery returns which delivery of its job the handler running with ctx
+// is: 1 for the first.
+func Delivery(ctx context.Context) int {
+	if n, ok := ctx.Value(deliveryKey{}).(uint64); ok {
+		return int(n)
+	}
+	return 1
 }

@@ -206,6 +206,7 @@ func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handl
 
 	// Tell JetStream the job is alive while it runs, so a long render is
 	// not redelivered to another worker.
+	ctx = context.WithValue(ctx, deliveryKey{}, delivered)
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(q.cfg.AckWait / 3)
@@ -222,11 +223,16 @@ func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handl
 	err := safeHandle(ctx, m, handle)
 	close(done)
 
+	var retry *retryError
 	switch {
 	case err == nil:
 		if err := m.Ack(); err != nil {
 			q.log.Warn("ack failed", "subject", m.Subject(), "error", err)
 		}
+	case errors.As(err, &retry) && !IsTerminal(err):
+		span.SetStatus(codes.Error, err.Error())
+		q.log.Warn("job failed, retrying as asked", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", retry.after, "error", err)
+		_ = m.NakWithDelay(retry.after)
 	case IsTerminal(err) || delivered >= uint64(q.cfg.MaxDeliver):
 		span.SetStatus(codes.Error, err.Error())
 		span.RecordError(err)

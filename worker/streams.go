@@ -126,10 +126,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 	}
 	for _, c := range consumers {
 		_, err := js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
-			Durable:       c.name,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			MaxDeliver:    cfg.MaxDeliver,
+			Durable:   c.name,
+			AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait:   cfg.AckWait,
+			// Unlimited here: the worker ends a job after cfg.MaxDeliver
+			// plain failures itself, while an app's retry policy may ask
+			// for more (RetryAfter).
+			MaxDeliver:    -1,
 			MaxAckPending: 256,
 		})
 		if err != nil {

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +23,36 @@ var _ ingest.AppWarner = conditionWriter{}
 
 // Warn sets (or refreshes) the condition of type reason.
 func (c conditionWriter) Warn(ctx context.Context, namespace, name, reason, message string) error {
+	return c.update(ctx, namespace, name, func(st *v1alpha1.ApplicationStatus) {
+		setCondition(st, reason, message)
+	})
+}
+
+// setCondition sets the condition of type typ, or clears it when message is
+// empty.
+func setCondition(st *v1alpha1.ApplicationStatus, typ, message string) {
+	now := metav1.Now()
+	for i := range st.Conditions {
+		if st.Conditions[i].Type != typ {
+			continue
+		}
+		if message == "" {
+			st.Conditions = append(st.Conditions[:i], st.Conditions[i+1:]...)
+			return
+		}
+		if st.Conditions[i].Message != message {
+			st.Conditions[i].Message, st.Conditions[i].LastTransitionTime = message, &now
+		}
+		return
+	}
+	if message != "" {
+		st.Conditions = append(st.Conditions, v1alpha1.Condition{Type: typ, Message: message, LastTransitionTime: &now})
+	}
+}
+
+// update changes an Application's status with mutate, retrying on
+// conflicts, and skips the write when nothing changed.
+func (c conditionWriter) update(ctx context.Context, namespace, name string, mutate func(*v1alpha1.ApplicationStatus)) error {
 	ri := c.dyn.Resource(apply.ApplicationsResource).Namespace(namespace)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		u, err := ri.Get(ctx, name, metav1.GetOptions{})
@@ -31,16 +63,11 @@ func (c conditionWriter) Warn(ctx context.Context, namespace, name, reason, mess
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
 			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
 		}
-		now := metav1.Now()
-		found := false
-		for i := range app.Status.Conditions {
-			if app.Status.Conditions[i].Type == reason {
-				app.Status.Conditions[i].Message, app.Status.Conditions[i].LastTransitionTime = message, &now
-				found = true
-			}
-		}
-		if !found {
-			app.Status.Conditions = append(app.Status.Conditions, v1alpha1.Condition{Type: reason, Message: message, LastTransitionTime: &now})
+		before, _ := json.Marshal(app.Status)
+		mutate(&app.Status)
+		after, _ := json.Marshal(app.Status)
+		if bytes.Equal(before, after) {
+			return nil
 		}
 		st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
 		if err != nil {
@@ -49,5 +76,12 @@ func (c conditionWriter) Warn(ctx context.Context, namespace, name, reason, mess
 		u.Object["status"] = st
 		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: apply.FieldManager})
 		return err
+	})
+}
+
+// OutOfSync marks an app that does not sync by itself as behind Git.
+func (c conditionWriter) OutOfSync(ctx context.Context, namespace, name, revision string) error {
+	return c.update(ctx, namespace, name, func(st *v1alpha1.ApplicationStatus) {
+		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusOutOfSync, Revision: revision}
 	})
 }

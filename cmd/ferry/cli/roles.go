@@ -42,6 +42,10 @@ func triggerName(t ferryv1.Trigger) string {
 		return "drift"
 	case ferryv1.Trigger_TRIGGER_ROLLBACK:
 		return "rollback"
+	case ferryv1.Trigger_TRIGGER_APP_CHANGED:
+		return "app-changed"
+	case ferryv1.Trigger_TRIGGER_RETRY:
+		return "retry"
 	}
 	return "unknown"
 }
@@ -64,7 +68,7 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 		rec := apply.SyncRecord{
 			Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()),
 			TraceID: traceID(ctx), StartedAt: started, FinishedAt: time.Now(),
-			Err: fmt.Errorf("render failed: %w", err),
+			Err: fmt.Errorf("render failed: %w", err), Generation: app.Generation,
 		}
 		if serr := apply.RecordSync(ctx, r.applier.Dynamic(), ns, name, rec); serr != nil {
 			r.log.Warn("could not record render failure", "app", ns+"/"+name, "error", serr)
@@ -99,7 +103,7 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	}
 	rec := apply.SyncRecord{
 		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx),
-		StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr,
+		StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
 	}
 	if err := apply.RecordSync(ctx, r.applier.Dynamic(), ns, name, rec); err != nil {
 		return nil, err

@@ -300,6 +300,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	g, ctx := errgroup.WithContext(ctx)
+	if err := apps.watchSpecs(ctx, queue, log); err != nil {
+		return err
+	}
 	g.Go(func() error { return apps.run(ctx) })
 	if err := apps.waitSynced(ctx); err != nil {
 		return err

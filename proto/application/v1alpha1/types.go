@@ -33,6 +33,8 @@ type ApplicationSpec struct {
 	SyncPolicy  *SyncPolicy         `json:"syncPolicy,omitempty"`
 	// Project is accepted for compatibility with Argo CD and not used yet.
 	Project string `json:"project,omitempty"`
+	// Suspend stops every sync and self-heal of the app until cleared.
+	Suspend bool `json:"suspend,omitempty"`
 }
 
 // ApplicationSource is one place the Application's manifests come from.
@@ -142,6 +144,8 @@ type ApplicationStatus struct {
 	LastError string `json:"lastError,omitempty"`
 	// ReconciledAt is when ferry last finished a sync of this app.
 	ReconciledAt *metav1.Time `json:"reconciledAt,omitempty"`
+	// ObservedGeneration is the spec generation the last sync used.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Inputs are the repository paths the last render read beyond each
 	// source's path (local chart dependencies, Kustomize bases), so that a
 	// push touching them syncs the app.
@@ -220,6 +224,32 @@ func (s *ApplicationSpec) AllSources() []ApplicationSource {
 	}
 	return nil
 }
+
+// Annotations and finalizers ferry reads on Applications.
+const (
+	// ResourcesFinalizer makes deleting an Application delete its
+	// resources first, as Argo CD's resources-finalizer does.
+	ResourcesFinalizer = "ferry.dev/resources-finalizer"
+	// ArgoResourcesFinalizer is Argo CD's spelling, honoured too.
+	ArgoResourcesFinalizer = "resources-finalizer.argocd.argoproj.io"
+	// AnnotationUnsupported lists the fields of an Argo CD Application
+	// document that ferry does not support yet.
+	AnnotationUnsupported = "ferry.dev/unsupported-fields"
+)
+
+// Condition types ferry sets.
+const (
+	ConditionUnsupportedFields = "UnsupportedFields"
+	ConditionInvalidSpec       = "InvalidSpec"
+	ConditionSuspended         = "Suspended"
+	ConditionRefDeleted        = "RefDeleted"
+)
+
+// Destination servers that name the cluster ferry runs in.
+const (
+	InClusterServer = "https://kubernetes.default.svc"
+	InClusterName   = "in-cluster"
+)
 
 // IsAutomated reports whether the app syncs on every change in Git.
 func (s *ApplicationSpec) IsAutomated() bool {

@@ -35,6 +35,10 @@ const (
 	Trigger_TRIGGER_MANUAL      Trigger = 3
 	Trigger_TRIGGER_DRIFT       Trigger = 4
 	Trigger_TRIGGER_ROLLBACK    Trigger = 5
+	// The Application was created or its spec changed.
+	Trigger_TRIGGER_APP_CHANGED Trigger = 6
+	// A failed sync retried under the app's retry policy.
+	Trigger_TRIGGER_RETRY Trigger = 7
 )
 
 // Enum value maps for Trigger.
@@ -46,6 +50,8 @@ var (
 		3: "TRIGGER_MANUAL",
 		4: "TRIGGER_DRIFT",
 		5: "TRIGGER_ROLLBACK",
+		6: "TRIGGER_APP_CHANGED",
+		7: "TRIGGER_RETRY",
 	}
 	Trigger_value = map[string]int32{
 		"TRIGGER_UNSPECIFIED": 0,
@@ -54,6 +60,8 @@ var (
 		"TRIGGER_MANUAL":      3,
 		"TRIGGER_DRIFT":       4,
 		"TRIGGER_ROLLBACK":    5,
+		"TRIGGER_APP_CHANGED": 6,
+		"TRIGGER_RETRY":       7,
 	}
 )
 
@@ -1099,14 +1107,16 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\atrigger\x18\t \x01(\x0e2\x11.ferry.v1.TriggerR\atrigger\x12\x1f\n" +
 	"\vdelivery_id\x18\n" +
 	" \x01(\tR\n" +
-	"deliveryId*\x83\x01\n" +
+	"deliveryId*\xaf\x01\n" +
 	"\aTrigger\x12\x17\n" +
 	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTRIGGER_PUSH\x10\x01\x12\x10\n" +
 	"\fTRIGGER_POLL\x10\x02\x12\x12\n" +
 	"\x0eTRIGGER_MANUAL\x10\x03\x12\x11\n" +
 	"\rTRIGGER_DRIFT\x10\x04\x12\x14\n" +
-	"\x10TRIGGER_ROLLBACK\x10\x05*X\n" +
+	"\x10TRIGGER_ROLLBACK\x10\x05\x12\x17\n" +
+	"\x13TRIGGER_APP_CHANGED\x10\x06\x12\x11\n" +
+	"\rTRIGGER_RETRY\x10\a*X\n" +
 	"\tSyncPhase\x12\x1a\n" +
 	"\x16SYNC_PHASE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SYNC_PHASE_SUCCEEDED\x10\x01\x12\x15\n" +
