@@ -124,3 +124,97 @@ func (m *ManualSync) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.log.Info("manual sync enqueued", "app", ns+"/"+name, "revision", body.Revision)
 	writeJSON(w, http.StatusAccepted, SyncResponse{Status: "queued", App: ns + "/" + name, Revision: body.Revision, RequestID: id})
 }
+
+// Rollback handles POST /api/v1/apps/{namespace}/{name}/rollback: it
+// re-applies a revision from the app's history, as Argo CD does, and only
+// while automated sync is off (otherwise Git would win again at once). The
+// optional JSON body {"revision": "..."} names the revision; by default it
+// is the last successful one before the current.
+type Rollback struct {
+	apps  AppGetter
+	pub   SyncPublisher
+	token []byte
+	log   *slog.Logger
+}
+
+// NewRollback returns the rollback handler.
+func NewRollback(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Rollback {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Rollback{apps: apps, pub: pub, token: token, log: log}
+}
+
+func (h *Rollback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !Authorize(w, r, h.token) {
+		return
+	}
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	var body struct {
+		Revision string `json:"revision"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			WriteAPIError(w, http.StatusBadRequest, "bad_request", "body must be JSON like {\"revision\": \"<sha>\"}: "+err.Error())
+			return
+		}
+	}
+	app, err := h.apps.GetApplication(r.Context(), ns, name)
+	if errors.Is(err, ErrAppNotFound) {
+		WriteAPIError(w, http.StatusNotFound, "not_found", "application "+ns+"/"+name+" not found")
+		return
+	}
+	if err != nil {
+		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	if app.Spec.IsAutomated() {
+		WriteAPIError(w, http.StatusConflict, "automated_sync_enabled", "rollback is refused while automated sync is on: turn off spec.syncPolicy.automated first")
+		return
+	}
+	rev, err := RollbackTarget(app, body.Revision)
+	if err != nil {
+		WriteAPIError(w, http.StatusBadRequest, "no_such_revision", err.Error())
+		return
+	}
+	var repo string
+	if srcs := app.Spec.AllSources(); len(srcs) > 0 {
+		repo = srcs[0].RepoURL
+	}
+	id := "rollback-" + timestamppb.Now().AsTime().Format("20060102T150405.000000000")
+	req := &ferryv1.SyncRequest{
+		App: &ferryv1.AppRef{Namespace: ns, Name: name}, RepoUrl: repo, Revision: rev,
+		Trigger: ferryv1.Trigger_TRIGGER_ROLLBACK, DeliveryId: id, RequestedAt: timestamppb.Now(),
+	}
+	if err := h.pub.PublishSync(r.Context(), req); err != nil {
+		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", "the sync queue is unavailable; try again")
+		return
+	}
+	h.log.Info("rollback enqueued", "app", ns+"/"+name, "revision", rev)
+	writeJSON(w, http.StatusAccepted, SyncResponse{Status: "queued", App: ns + "/" + name, Revision: rev, RequestID: id})
+}
+
+// RollbackTarget picks the revision a rollback goes to: want when it is in
+// the app's history, else (want empty) the newest successful revision that
+// differs from the one deployed now.
+func RollbackTarget(app *v1alpha1.Application, want string) (string, error) {
+	h := app.Status.History
+	if want != "" {
+		for _, e := range h {
+			if e.Revision == want || (len(want) >= 7 && strings.HasPrefix(e.Revision, want)) {
+				return e.Revision, nil
+			}
+		}
+		return "", errors.New("revision " + want + " is not in the app's history")
+	}
+	current := app.Status.Sync.Revision
+	if n := len(h); n > 0 && h[n-1].Phase == v1alpha1.PhaseSucceeded {
+		current = h[n-1].Revision
+	}
+	for i := len(h) - 1; i >= 0; i-- {
+		if h[i].Phase == v1alpha1.PhaseSucceeded && h[i].Revision != current {
+			return h[i].Revision, nil
+		}
+	}
+	return "", errors.New("the history holds no earlier successful revision")
+}

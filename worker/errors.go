@@ -55,3 +55,8 @@ func Delivery(ctx context.Context) int {
 	}
 	return 1
 }
+
+// ErrSkip is returned by a role that decided, on purpose, to do nothing
+// with a job (a suspended app, a stale request): the job is acked and
+// nothing is published.
+var ErrSkip = errors.New("worker: job skipped")

@@ -52,6 +52,9 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 			defer unlock()
 
 			bundle, revision, err := r.Render(ctx, req)
+			if errors.Is(err, ErrSkip) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -98,6 +101,9 @@ func (q *Queue) RunApply(ctx context.Context, a Applier) error {
 				return err
 			}
 			res, err := a.Apply(ctx, req, bundle)
+			if errors.Is(err, ErrSkip) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}

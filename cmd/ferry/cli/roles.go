@@ -5,13 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/ferrycd/ferry/apply"
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 	"github.com/ferrycd/ferry/render"
 	"github.com/ferrycd/ferry/worker"
@@ -22,7 +27,10 @@ type roles struct {
 	apps     *appStore
 	renderer *render.Renderer
 	applier  *apply.Applier
-	log      *slog.Logger
+	status   conditionWriter
+	// namespace is ferry's own: where child Applications go.
+	namespace string
+	log       *slog.Logger
 }
 
 var (
@@ -50,9 +58,9 @@ func triggerName(t ferryv1.Trigger) string {
 	return "unknown"
 }
 
-// Render renders the app a sync request names. A render failure caused by
-// the sources is recorded in the app's status and ends the job; a network
-// failure is retried.
+// Render renders the app a sync request names. A failure caused by the
+// sources is recorded in the app's status and, under the app's retry
+// policy, tried again later; a network failure is retried by the worker.
 func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.Bundle, string, error) {
 	ns, name := req.GetApp().GetNamespace(), req.GetApp().GetName()
 	app, err := r.apps.Get(ns, name)
@@ -62,23 +70,117 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 	if err != nil {
 		return nil, "", err
 	}
+	if app.Spec.Suspend {
+		r.log.Info("app is suspended; sync skipped", "app", ns+"/"+name, "trigger", triggerName(req.GetTrigger()))
+		r.condition(ctx, app, v1alpha1.ConditionSuspended, "the app is suspended: it neither syncs nor self-heals until spec.suspend is cleared")
+		return nil, "", worker.ErrSkip
+	}
+	r.condition(ctx, app, v1alpha1.ConditionSuspended, "")
+	r.condition(ctx, app, v1alpha1.ConditionUnsupportedFields, unsupportedMessage(app))
 	started := time.Now()
+	if err := checkDestination(app.Spec.Destination); err != nil {
+		r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, err.Error())
+		return nil, "", worker.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
+	}
+	r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, "")
 	b, rev, err := r.renderer.Render(ctx, render.Request{App: app, RepoURL: req.GetRepoUrl(), Revision: req.GetRevision()})
 	if err != nil {
-		rec := apply.SyncRecord{
-			Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()),
-			TraceID: traceID(ctx), StartedAt: started, FinishedAt: time.Now(),
-			Err: fmt.Errorf("render failed: %w", err), Generation: app.Generation,
-		}
-		if serr := apply.RecordSync(ctx, r.applier.Dynamic(), ns, name, rec); serr != nil {
-			r.log.Warn("could not record render failure", "app", ns+"/"+name, "error", serr)
-		}
-		if render.IsTransient(err) {
+		err = fmt.Errorf("render failed: %w", err)
+		if render.IsTransient(err) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver {
+			r.log.Warn("render failed, will retry", "app", ns+"/"+name, "error", err)
 			return nil, "", err
 		}
-		return nil, "", worker.Terminal(err)
+		return nil, "", r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
 	return b, rev, nil
+}
+
+// retryOrFail retries a failed sync under the app's retry policy, noting
+// the retry in the operation state, or records the failure for good.
+func (r *roles) retryOrFail(ctx context.Context, app *v1alpha1.Application, revision string, trigger ferryv1.Trigger, started time.Time, res *apply.Result, cause error) error {
+	attempt := worker.Delivery(ctx)
+	if d, ok := retryDelay(app, attempt); ok {
+		msg := fmt.Sprintf("retrying in %s (attempt %d failed): %v", d, attempt, cause)
+		r.log.Warn("sync failed; retrying under the app's retry policy", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
+		if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
+			st.OperationState = &v1alpha1.OperationState{
+				Phase: v1alpha1.PhaseRunning, Message: msg, Revision: revision, Trigger: triggerName(trigger),
+				StartedAt: metav1.NewTime(started),
+			}
+			st.LastError = cause.Error()
+		}); err != nil {
+			r.log.Warn("could not record the retry", "app", app.Namespace+"/"+app.Name, "error", err)
+		}
+		return worker.RetryAfter(cause, d)
+	}
+	if attempt > 1 {
+		cause = fmt.Errorf("%w (gave up after %d attempts)", cause, attempt)
+	}
+	return worker.Terminal(r.failed(ctx, app, revision, trigger, started, res, cause))
+}
+
+// failed records a failed sync in the app's status and returns cause.
+func (r *roles) failed(ctx context.Context, app *v1alpha1.Application, revision string, trigger ferryv1.Trigger, started time.Time, res *apply.Result, cause error) error {
+	rec := apply.SyncRecord{
+		Revision: revision, Trigger: triggerName(trigger), TraceID: traceID(ctx),
+		StartedAt: started, FinishedAt: time.Now(), Result: res, Err: cause, Generation: app.Generation,
+	}
+	if err := apply.RecordSync(ctx, r.applier.Dynamic(), app.Namespace, app.Name, rec); err != nil {
+		r.log.Warn("could not record a failed sync", "app", app.Namespace+"/"+app.Name, "error", err)
+	}
+	return cause
+}
+
+// condition sets (message non-empty) or clears a condition, writing only
+// when that changes something.
+func (r *roles) condition(ctx context.Context, app *v1alpha1.Application, typ, message string) {
+	has := false
+	for _, c := range app.Status.Conditions {
+		if c.Type == typ {
+			has = c.Message == message
+			if message == "" {
+				has = false
+			}
+			if has {
+				return
+			}
+			break
+		}
+	}
+	if message == "" && !slices.ContainsFunc(app.Status.Conditions, func(c v1alpha1.Condition) bool { return c.Type == typ }) {
+		return
+	}
+	if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) { setCondition(st, typ, message) }); err != nil {
+		r.log.Warn("could not set condition", "app", app.Namespace+"/"+app.Name, "condition", typ, "error", err)
+	}
+}
+
+func unsupportedMessage(app *v1alpha1.Application) string {
+	fields := app.Annotations[v1alpha1.AnnotationUnsupported]
+	if fields == "" {
+		return ""
+	}
+	return "ferry does not support these fields of the Argo CD Application yet, and ignores them: " + strings.ReplaceAll(fields, ",", ", ")
+}
+
+// childApplications rewrites the Application documents among objs (ferry's
+// or Argo CD's) into ferry Applications in ferry's namespace, so that app
+// of apps works and no argoproj.io object reaches the cluster.
+func (r *roles) childApplications(objs []*unstructured.Unstructured) error {
+	for _, o := range objs {
+		if !v1alpha1.IsApplication(o.GetAPIVersion(), o.GetKind()) {
+			continue
+		}
+		child, unsupported, err := v1alpha1.ChildApplication(o.Object, r.namespace)
+		if err != nil {
+			return err
+		}
+		if len(unsupported) > 0 {
+			r.log.Info("child application has fields ferry does not support", "app", o.GetName(), "fields", unsupported)
+		}
+		o.Object = child
+	}
+	return nil
 }
 
 // Apply applies a rendered bundle and records the outcome in the status.
@@ -96,10 +198,21 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	if err != nil {
 		return nil, worker.Terminal(fmt.Errorf("bundle %s: %w", b.GetHash(), err))
 	}
+	if err := r.childApplications(objs); err != nil {
+		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
+	}
 	res, applyErr := r.applier.Apply(ctx, apply.Target{App: ns + "/" + name, Namespace: app.Spec.Destination.Namespace}, objs)
 	var stageErr *apply.ApplyError
 	if applyErr != nil && !errors.As(applyErr, &stageErr) {
 		return nil, applyErr
+	}
+	if applyErr != nil {
+		if _, ok := retryDelay(app, worker.Delivery(ctx)); ok {
+			return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, res, applyErr)
+		}
+		if worker.Delivery(ctx) > 1 {
+			applyErr = fmt.Errorf("%w (gave up after %d attempts)", applyErr, worker.Delivery(ctx))
+		}
 	}
 	rec := apply.SyncRecord{
 		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx),

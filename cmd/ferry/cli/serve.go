@@ -54,7 +54,9 @@ type ServeOptions struct {
 	GitHubAPIURL    string
 	GitHubTokenFile string
 	// APITokenFile holds the bearer token of mutating API calls.
-	APITokenFile     string
+	APITokenFile string
+	// JaegerURL, when set, turns trace IDs into links to Jaeger's UI.
+	JaegerURL        string
 	LogLevel         string
 	RenderTimeout    time.Duration
 	ApplyParallelism int
@@ -115,6 +117,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "period of the git ls-remote fallback for missed webhooks (0 disables)")
 	f.StringVar(&o.GitHubAPIURL, "github-api-url", "", "GitHub API root for the Compare API, e.g. https://ghe.example.com/api/v3/ (default https://api.github.com/)")
 	f.StringVar(&o.GitHubTokenFile, "github-token-file", "", "file holding a GitHub token for the Compare API")
+	f.StringVar(&o.JaegerURL, "jaeger-url", "", "Jaeger UI base URL; trace IDs in the history become links")
 	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for mutating API calls (without it they are disabled)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render")
@@ -282,8 +285,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		Heads: heads, Comparer: comparer, Warner: conditionWriter{applier.Dynamic()}, Log: log,
 	})
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(apps, queue, apiToken, log))
+	(&api{apps: apps, jaegerURL: o.JaegerURL}).register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	roles := &roles{apps: apps, renderer: renderer, applier: applier, log: log}
+	roles := &roles{apps: apps, renderer: renderer, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, log: log}
 
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {

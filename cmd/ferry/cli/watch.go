@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/client-go/tools/cache"
@@ -16,12 +17,25 @@ import (
 // app whose last sync saw its current generation is left alone, so a
 // restart does not resync every app.
 func (s *appStore) watchSpecs(ctx context.Context, pub ingest.SyncPublisher, log *slog.Logger) error {
+	// enqueued remembers the generation last enqueued per app, so that the
+	// status writes of a sync in progress (a retry, say) do not enqueue the
+	// same generation again and again.
+	var mu sync.Mutex
+	enqueued := map[string]int64{}
 	enqueue := func(obj any) {
 		app, err := decodeApp(obj)
 		if err != nil || app.DeletionTimestamp != nil || app.Spec.Suspend || !app.Spec.IsAutomated() {
 			return
 		}
 		if app.Generation == app.Status.ObservedGeneration {
+			return
+		}
+		key := app.Namespace + "/" + app.Name
+		mu.Lock()
+		seen := enqueued[key] >= app.Generation
+		enqueued[key] = app.Generation
+		mu.Unlock()
+		if seen {
 			return
 		}
 		var repo string
@@ -43,6 +57,17 @@ func (s *appStore) watchSpecs(ctx context.Context, pub ingest.SyncPublisher, log
 	_, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: func(obj any) {
+			// A recreated app starts again at generation 1.
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if app, err := decodeApp(obj); err == nil {
+				mu.Lock()
+				delete(enqueued, app.Namespace+"/"+app.Name)
+				mu.Unlock()
+			}
+		},
 	})
 	return err
 }
