@@ -108,7 +108,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 			return err
 		}
 		if last == ev.GetAfter() {
-			log.Info("revision already dispatched; nothing to do")
+			log.InfoContext(ctx, "revision already dispatched; nothing to do")
 			span.SetAttributes(attribute.Bool("ferry.already_dispatched", true))
 			return nil
 		}
@@ -117,7 +117,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 	if !known && d.opts.Comparer != nil && ev.GetBefore() != "" && ev.GetBefore() != zeroSHA && !ev.GetCreated() {
 		files, err := d.opts.Comparer.ChangedFiles(ctx, ev.GetRepoUrl(), ev.GetBefore(), ev.GetAfter())
 		if err != nil {
-			log.Warn("compare unavailable; syncing every app on this repository and ref", "error", err)
+			log.WarnContext(ctx, "compare unavailable; syncing every app on this repository and ref", "error", err)
 		} else {
 			changed, known = files, true
 		}
@@ -130,14 +130,14 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 			continue
 		}
 		if app.Status.Sync.Revision == ev.GetAfter() && app.Status.Sync.Status == v1alpha1.SyncStatusSynced {
-			log.Info("app already at this revision", "app", app.Namespace+"/"+app.Name)
+			log.InfoContext(ctx, "app already at this revision", "app", app.Namespace+"/"+app.Name)
 			continue
 		}
 		if !app.Spec.IsAutomated() || app.Spec.Suspend {
-			log.Info("app does not sync by itself; marked out of sync", "app", app.Namespace+"/"+app.Name, "suspended", app.Spec.Suspend)
+			log.InfoContext(ctx, "app does not sync by itself; marked out of sync", "app", app.Namespace+"/"+app.Name, "suspended", app.Spec.Suspend)
 			if d.opts.Warner != nil {
 				if err := d.opts.Warner.OutOfSync(ctx, app.Namespace, app.Name, ev.GetAfter()); err != nil {
-					log.Warn("could not mark app out of sync", "app", app.Namespace+"/"+app.Name, "error", err)
+					log.WarnContext(ctx, "could not mark app out of sync", "app", app.Namespace+"/"+app.Name, "error", err)
 				}
 			}
 			continue
@@ -156,11 +156,11 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 			return fmt.Errorf("enqueueing sync of %s/%s: %w", app.Namespace, app.Name, err)
 		}
 		synced++
-		log.Info("sync enqueued", "app", app.Namespace+"/"+app.Name)
+		log.InfoContext(ctx, "sync enqueued", "app", app.Namespace+"/"+app.Name)
 	}
 	span.SetAttributes(attribute.Int("ferry.apps_considered", len(apps)), attribute.Int("ferry.apps_synced", synced))
 	if synced == 0 {
-		log.Info("push touches no application")
+		log.InfoContext(ctx, "push touches no application")
 	}
 	// Record the head only once every sync is enqueued, so a retry after a
 	// failure above dispatches again instead of losing apps.
@@ -185,12 +185,12 @@ func (d *Dispatcher) warnDeleted(ctx context.Context, apps []*v1alpha1.Applicati
 			continue
 		}
 		msg := fmt.Sprintf("%s was deleted from %s; the app keeps its last synced state", ev.GetRef(), ev.GetRepoUrl())
-		log.Warn("tracked ref deleted", "app", app.Namespace+"/"+app.Name)
+		log.WarnContext(ctx, "tracked ref deleted", "app", app.Namespace+"/"+app.Name)
 		if d.opts.Warner == nil {
 			continue
 		}
 		if err := d.opts.Warner.Warn(ctx, app.Namespace, app.Name, "RefDeleted", msg); err != nil {
-			log.Warn("could not mark app", "app", app.Namespace+"/"+app.Name, "error", err)
+			log.WarnContext(ctx, "could not mark app", "app", app.Namespace+"/"+app.Name, "error", err)
 		}
 	}
 }

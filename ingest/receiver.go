@@ -127,7 +127,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.SetAttributes(attribute.Int("http.response.status_code", code), attribute.String("ferry.result", result))
 		if code >= 400 {
 			span.SetStatus(codes.Error, msg)
-			log.Warn("webhook rejected", "status", code, "result", result, "reason", msg)
+			log.WarnContext(ctx, "webhook rejected", "status", code, "result", result, "reason", msg)
 		}
 		writeJSON(w, code, Response{Status: result, Message: msg, DeliveryID: delivery})
 	}
@@ -154,7 +154,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code, reason := rc.p.rejection(err)
 		if code == http.StatusAccepted {
-			log.Info("webhook ignored", "reason", reason)
+			log.InfoContext(ctx, "webhook ignored", "reason", reason)
 			answer(code, "ignored", reason)
 			return
 		}
@@ -181,7 +181,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rc.opts.Metrics.webhook(provider, "unavailable")
 		span.SetStatus(codes.Error, err.Error())
-		log.Error("webhook not stored: queue unavailable", "error", err)
+		log.ErrorContext(ctx, "webhook not stored: queue unavailable", "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, Response{Status: "unavailable", Message: "the event queue is unavailable; redeliver later", DeliveryID: delivery})
 		return
 	}
@@ -189,6 +189,6 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if dup {
 		result = "duplicate"
 	}
-	log.Info("webhook stored", "repo", ev.RepoUrl, "ref", ev.Ref, "revision", ev.After, "duplicate", dup)
+	log.InfoContext(ctx, "webhook stored", "repo", ev.RepoUrl, "ref", ev.Ref, "revision", ev.After, "duplicate", dup)
 	answer(http.StatusAccepted, result, "")
 }

@@ -227,23 +227,23 @@ func (q *Queue) process(ctx context.Context, role string, m jetstream.Msg, handl
 	switch {
 	case err == nil:
 		if err := m.Ack(); err != nil {
-			q.log.Warn("ack failed", "subject", m.Subject(), "error", err)
+			q.log.WarnContext(ctx, "ack failed", "subject", m.Subject(), "error", err)
 		}
 	case errors.As(err, &retry) && !IsTerminal(err):
 		span.SetStatus(codes.Error, err.Error())
-		q.log.Warn("job failed, retrying as asked", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", retry.after, "error", err)
+		q.log.WarnContext(ctx, "job failed, retrying as asked", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", retry.after, "error", err)
 		_ = m.NakWithDelay(retry.after)
 	case IsTerminal(err) || delivered >= uint64(q.cfg.MaxDeliver):
 		span.SetStatus(codes.Error, err.Error())
 		span.RecordError(err)
-		q.log.Error("job failed for good", "role", role, "subject", m.Subject(), "deliveries", delivered, "error", err)
+		q.log.ErrorContext(ctx, "job failed for good", "role", role, "subject", m.Subject(), "deliveries", delivered, "error", err)
 		q.deadLetter(ctx, role, m, err)
 		_ = m.TermWithReason(truncate(err.Error(), 256))
 	default:
 		span.SetStatus(codes.Error, err.Error())
 		span.RecordError(err)
 		delay := backoff(delivered)
-		q.log.Warn("job failed, will retry", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", delay, "error", err)
+		q.log.WarnContext(ctx, "job failed, will retry", "role", role, "subject", m.Subject(), "deliveries", delivered, "retry_in", delay, "error", err)
 		_ = m.NakWithDelay(delay)
 	}
 }

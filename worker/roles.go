@@ -38,6 +38,7 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 				return Terminal(fmt.Errorf("decoding sync request: %w", err))
 			}
 			app := req.GetApp()
+			ctx = WithLogAttrs(ctx, LogAttrs{App: app.GetNamespace() + "/" + app.GetName(), Revision: req.GetRevision()})
 			span := trace.SpanFromContext(ctx)
 			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
 			for _, l := range req.GetLinks() {
@@ -50,6 +51,10 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 			}
 			unlock := q.locks.lock("render/" + app.GetNamespace() + "/" + app.GetName())
 			defer unlock()
+			if q.superseded(ctx, StreamSync, m) {
+				span.SetAttributes(attribute.Bool("ferry.superseded", true))
+				return nil
+			}
 
 			bundle, revision, err := r.Render(ctx, req)
 			if errors.Is(err, ErrSkip) {
@@ -90,11 +95,16 @@ func (q *Queue) RunApply(ctx context.Context, a Applier) error {
 				return Terminal(fmt.Errorf("decoding apply request: %w", err))
 			}
 			app := req.GetApp()
+			ctx = WithLogAttrs(ctx, LogAttrs{App: app.GetNamespace() + "/" + app.GetName(), Revision: req.GetRevision()})
 			span := trace.SpanFromContext(ctx)
 			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
 			span.SetAttributes(attribute.Int("ferry.objects", int(req.GetBundle().GetObjectCount())))
 			unlock := q.locks.lock("apply/" + app.GetNamespace() + "/" + app.GetName())
 			defer unlock()
+			if q.superseded(ctx, StreamApply, m) {
+				span.SetAttributes(attribute.Bool("ferry.superseded", true))
+				return nil
+			}
 
 			bundle, err := q.getBundle(ctx, req.GetBundle().GetHash())
 			if err != nil {
@@ -183,4 +193,23 @@ func (q *Queue) WatchResults(ctx context.Context, fn func(*ferryv1.SyncResult)) 
 	<-ctx.Done()
 	cc.Stop()
 	return nil
+}
+
+// superseded reports whether a newer message for the same app arrived while
+// m waited for its turn: the newer one runs instead, so a burst of pushes
+// makes at most the running sync and the newest.
+func (q *Queue) superseded(ctx context.Context, stream string, m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	if err != nil {
+		return false
+	}
+	s, err := q.js.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	last, err := s.GetLastMsgForSubject(ctx, m.Subject())
+	if err != nil {
+		return false
+	}
+	return last.Sequence > md.Sequence.Stream
 }

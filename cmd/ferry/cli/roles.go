@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/ferrycd/ferry/apply"
+	"github.com/ferrycd/ferry/ingest"
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 	"github.com/ferrycd/ferry/render"
@@ -30,7 +31,10 @@ type roles struct {
 	status   conditionWriter
 	// namespace is ferry's own: where child Applications go.
 	namespace string
-	log       *slog.Logger
+	metrics   *metrics
+	// statuses, when set, reports each sync as a commit status.
+	statuses *ingest.CommitStatus
+	log      *slog.Logger
 }
 
 var (
@@ -71,7 +75,7 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 		return nil, "", err
 	}
 	if app.Spec.Suspend {
-		r.log.Info("app is suspended; sync skipped", "app", ns+"/"+name, "trigger", triggerName(req.GetTrigger()))
+		r.log.InfoContext(ctx, "app is suspended; sync skipped", "app", ns+"/"+name, "trigger", triggerName(req.GetTrigger()))
 		r.condition(ctx, app, v1alpha1.ConditionSuspended, "the app is suspended: it neither syncs nor self-heals until spec.suspend is cleared")
 		return nil, "", worker.ErrSkip
 	}
@@ -83,11 +87,13 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 		return nil, "", worker.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
 	}
 	r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, "")
+	r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StatePending, "ferry is syncing "+app.Name)
 	b, rev, err := r.renderer.Render(ctx, render.Request{App: app, RepoURL: req.GetRepoUrl(), Revision: req.GetRevision()})
+	r.metrics.observe("render", started, err)
 	if err != nil {
 		err = fmt.Errorf("render failed: %w", err)
 		if render.IsTransient(err) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver {
-			r.log.Warn("render failed, will retry", "app", ns+"/"+name, "error", err)
+			r.log.WarnContext(ctx, "render failed, will retry", "app", ns+"/"+name, "error", err)
 			return nil, "", err
 		}
 		return nil, "", r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
@@ -101,7 +107,7 @@ func (r *roles) retryOrFail(ctx context.Context, app *v1alpha1.Application, revi
 	attempt := worker.Delivery(ctx)
 	if d, ok := retryDelay(app, attempt); ok {
 		msg := fmt.Sprintf("retrying in %s (attempt %d failed): %v", d, attempt, cause)
-		r.log.Warn("sync failed; retrying under the app's retry policy", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
+		r.log.WarnContext(ctx, "sync failed; retrying under the app's retry policy", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
 		if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
 			st.OperationState = &v1alpha1.OperationState{
 				Phase: v1alpha1.PhaseRunning, Message: msg, Revision: revision, Trigger: triggerName(trigger),
@@ -109,7 +115,7 @@ func (r *roles) retryOrFail(ctx context.Context, app *v1alpha1.Application, revi
 			}
 			st.LastError = cause.Error()
 		}); err != nil {
-			r.log.Warn("could not record the retry", "app", app.Namespace+"/"+app.Name, "error", err)
+			r.log.WarnContext(ctx, "could not record the retry", "app", app.Namespace+"/"+app.Name, "error", err)
 		}
 		return worker.RetryAfter(cause, d)
 	}
@@ -119,14 +125,28 @@ func (r *roles) retryOrFail(ctx context.Context, app *v1alpha1.Application, revi
 	return worker.Terminal(r.failed(ctx, app, revision, trigger, started, res, cause))
 }
 
+// report sets the commit status of the sync, when statuses are on.
+func (r *roles) report(app *v1alpha1.Application, repoURL, revision, state, description string) {
+	if r.statuses == nil {
+		return
+	}
+	if repoURL == "" {
+		if srcs := app.Spec.AllSources(); len(srcs) > 0 {
+			repoURL = srcs[0].RepoURL
+		}
+	}
+	r.statuses.Report(app.Namespace, app.Name, repoURL, revision, state, description)
+}
+
 // failed records a failed sync in the app's status and returns cause.
 func (r *roles) failed(ctx context.Context, app *v1alpha1.Application, revision string, trigger ferryv1.Trigger, started time.Time, res *apply.Result, cause error) error {
+	r.report(app, "", revision, ingest.StateFailure, cause.Error())
 	rec := apply.SyncRecord{
 		Revision: revision, Trigger: triggerName(trigger), TraceID: traceID(ctx),
 		StartedAt: started, FinishedAt: time.Now(), Result: res, Err: cause, Generation: app.Generation,
 	}
 	if err := apply.RecordSync(ctx, r.applier.Dynamic(), app.Namespace, app.Name, rec); err != nil {
-		r.log.Warn("could not record a failed sync", "app", app.Namespace+"/"+app.Name, "error", err)
+		r.log.WarnContext(ctx, "could not record a failed sync", "app", app.Namespace+"/"+app.Name, "error", err)
 	}
 	return cause
 }
@@ -151,7 +171,7 @@ func (r *roles) condition(ctx context.Context, app *v1alpha1.Application, typ, m
 		return
 	}
 	if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) { setCondition(st, typ, message) }); err != nil {
-		r.log.Warn("could not set condition", "app", app.Namespace+"/"+app.Name, "condition", typ, "error", err)
+		r.log.WarnContext(ctx, "could not set condition", "app", app.Namespace+"/"+app.Name, "condition", typ, "error", err)
 	}
 }
 
@@ -166,7 +186,7 @@ func unsupportedMessage(app *v1alpha1.Application) string {
 // childApplications rewrites the Application documents among objs (ferry's
 // or Argo CD's) into ferry Applications in ferry's namespace, so that app
 // of apps works and no argoproj.io object reaches the cluster.
-func (r *roles) childApplications(objs []*unstructured.Unstructured) error {
+func (r *roles) childApplications(ctx context.Context, objs []*unstructured.Unstructured) error {
 	for _, o := range objs {
 		if !v1alpha1.IsApplication(o.GetAPIVersion(), o.GetKind()) {
 			continue
@@ -176,7 +196,7 @@ func (r *roles) childApplications(objs []*unstructured.Unstructured) error {
 			return err
 		}
 		if len(unsupported) > 0 {
-			r.log.Info("child application has fields ferry does not support", "app", o.GetName(), "fields", unsupported)
+			r.log.InfoContext(ctx, "child application has fields ferry does not support", "app", o.GetName(), "fields", unsupported)
 		}
 		o.Object = child
 	}
@@ -198,10 +218,16 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	if err != nil {
 		return nil, worker.Terminal(fmt.Errorf("bundle %s: %w", b.GetHash(), err))
 	}
-	if err := r.childApplications(objs); err != nil {
+	if err := r.childApplications(ctx, objs); err != nil {
 		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
 	res, applyErr := r.applier.Apply(ctx, apply.Target{App: ns + "/" + name, Namespace: app.Spec.Destination.Namespace}, objs)
+	r.metrics.observe("apply", started, applyErr)
+	if res != nil {
+		for _, o := range res.Objects {
+			r.metrics.objects.WithLabelValues(string(o.Action)).Inc()
+		}
+	}
 	var stageErr *apply.ApplyError
 	if applyErr != nil && !errors.As(applyErr, &stageErr) {
 		return nil, applyErr
@@ -236,8 +262,16 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 			Name: o.Ref.Name, Action: string(o.Action), Message: o.Message,
 		})
 	}
-	r.log.Info("sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
+	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
 		"objects", len(res.Objects), "trace_id", rec.TraceID, "duration", rec.FinishedAt.Sub(started))
+	if req.GetRequestedAt() != nil {
+		r.metrics.observe("sync", req.GetRequestedAt().AsTime(), applyErr)
+	}
+	if applyErr != nil {
+		r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StateFailure, applyErr.Error())
+	} else {
+		r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StateSuccess, fmt.Sprintf("synced %d objects", len(res.Objects)))
+	}
 	return out, nil
 }
 

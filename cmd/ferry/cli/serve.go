@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/rest"
@@ -55,6 +54,15 @@ type ServeOptions struct {
 	GitHubTokenFile string
 	// APITokenFile holds the bearer token of mutating API calls.
 	APITokenFile string
+	// GitHubTokenSecret names a Secret (namespace/name, key "token")
+	// holding the GitHub token, as an alternative to GitHubTokenFile.
+	GitHubTokenSecret string
+	// CommitStatusAPIURL is where commit statuses go: GitHub (default: the
+	// GitHub API URL) or a Gitea API root. Statuses are posted only when a
+	// token is configured.
+	CommitStatusAPIURL string
+	// ExternalURL is ferry's dashboard URL, linked from commit statuses.
+	ExternalURL string
 	// JaegerURL, when set, turns trace IDs into links to Jaeger's UI.
 	JaegerURL        string
 	LogLevel         string
@@ -117,6 +125,9 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "period of the git ls-remote fallback for missed webhooks (0 disables)")
 	f.StringVar(&o.GitHubAPIURL, "github-api-url", "", "GitHub API root for the Compare API, e.g. https://ghe.example.com/api/v3/ (default https://api.github.com/)")
 	f.StringVar(&o.GitHubTokenFile, "github-token-file", "", "file holding a GitHub token for the Compare API")
+	f.StringVar(&o.GitHubTokenSecret, "github-token-secret", "", "Secret namespace/name whose key \"token\" holds the GitHub token (alternative to --github-token-file)")
+	f.StringVar(&o.CommitStatusAPIURL, "commit-status-api-url", "", "API root for commit statuses: GitHub (default --github-api-url) or Gitea, e.g. https://gitea.example.com/api/v1/")
+	f.StringVar(&o.ExternalURL, "external-url", "", "ferry's dashboard URL, linked from commit statuses")
 	f.StringVar(&o.JaegerURL, "jaeger-url", "", "Jaeger UI base URL; trace IDs in the history become links")
 	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for mutating API calls (without it they are disabled)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
@@ -256,9 +267,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	renderer := render.New(gitCache, render.Options{Timeout: o.RenderTimeout}, log)
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ingestMetrics := ingest.NewMetrics(metrics)
+	metrics := newMetrics(queue, renderer)
+	ingestMetrics := ingest.NewMetrics(metrics.reg)
 	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){
 		"github": ingest.NewGitHub, "gitea": ingest.NewGitea, "gitlab": ingest.NewGitLab,
 	}
@@ -276,6 +286,23 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		}
 		mux.Handle("POST /webhooks/"+name, rc)
 	}
+	if len(githubToken) == 0 && o.GitHubTokenSecret != "" {
+		if githubToken, err = readTokenSecret(ctx, applier.Dynamic(), o.GitHubTokenSecret); err != nil {
+			return err
+		}
+	}
+	var statuses *ingest.CommitStatus
+	if len(githubToken) > 0 {
+		apiURL := o.CommitStatusAPIURL
+		if apiURL == "" {
+			apiURL = o.GitHubAPIURL
+		}
+		if statuses, err = ingest.NewCommitStatus(ingest.CommitStatusOptions{
+			APIURL: apiURL, Token: string(githubToken), ExternalURL: o.ExternalURL, Log: log,
+		}); err != nil {
+			return err
+		}
+	}
 	comparer, err := ingest.NewGitHubCompare(o.GitHubAPIURL, string(githubToken), githubHost(o.GitHubAPIURL), nil)
 	if err != nil {
 		return err
@@ -287,8 +314,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(apps, queue, apiToken, log))
 	(&api{apps: apps, jaegerURL: o.JaegerURL}).register(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	roles := &roles{apps: apps, renderer: renderer, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, log: log}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.reg, promhttp.HandlerOpts{}))
+	roles := &roles{apps: apps, renderer: renderer, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, metrics: metrics, statuses: statuses, log: log}
 
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -302,7 +329,13 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	handler := otelhttp.NewHandler(mux, "ferry.http",
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			// Probes and scrapes would drown the traces that matter.
+			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics"
+		}),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r.URL.Path) }))
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if err := apps.watchSpecs(ctx, queue, log); err != nil {
@@ -315,6 +348,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	g.Go(func() error { return queue.ConsumeEvents(ctx, dispatcher.Dispatch) })
 	g.Go(func() error { return queue.RunRender(ctx, roles) })
 	g.Go(func() error { return queue.RunApply(ctx, roles) })
+	if statuses != nil {
+		g.Go(func() error { return statuses.Start(ctx) })
+	}
 	if o.PollInterval > 0 {
 		poller := ingest.NewPoller(apps, gitCache, heads, queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
 		g.Go(func() error { return poller.Start(ctx) })
@@ -353,4 +389,19 @@ func githubHost(apiURL string) string {
 		return ""
 	}
 	return u.Hostname()
+}
+
+// routeOf names a request path by its route, keeping span names few.
+func routeOf(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/webhooks/"):
+		return path
+	case strings.HasPrefix(path, "/api/v1/apps/"):
+		parts := strings.Split(strings.Trim(path, "/"), "/")
+		if len(parts) == 6 {
+			return "/api/v1/apps/{namespace}/{name}/" + parts[5]
+		}
+		return "/api/v1/apps/{namespace}/{name}"
+	}
+	return path
 }
