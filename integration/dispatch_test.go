@@ -78,7 +78,8 @@ func TestPushSyncsExactlyTheAppsItTouches(t *testing.T) {
 		repo.WriteFile(t, fmt.Sprintf("apps/app-%02d/config.yaml", i), configMap(fmt.Sprintf("app-%02d", i), "v1"))
 	}
 	first := repo.Commit(t, "fifty apps")
-	f := startFerry(t, cp)
+	writes := &writeCounter{}
+	f := startFerry(t, cp, func(o *cli.ServeOptions) { o.RestConfig = writes.config(cp.Config) })
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fifty"}}, metav1.CreateOptions{}); err != nil {
@@ -147,6 +148,26 @@ func TestPushSyncsExactlyTheAppsItTouches(t *testing.T) {
 	if err != nil || cm.Data["greeting"] != "v2" {
 		t.Errorf("app-07's ConfigMap: %v %v", cm.Data, err)
 	}
+
+	t.Run("a push that touches no app's inputs costs no API write and no render", func(t *testing.T) {
+		f.quiet(t)
+		w0, r0 := writes.count(), f.results(t)
+		repo.WriteFile(t, "docs/notes.md", "still not an input\n")
+		third := repo.Commit(t, "docs only")
+		send("fifty-3", webhook.Push{Before: second, After: third,
+			Commits: []webhook.Commit{{ID: third, Modified: []string{"docs/notes.md"}}}})
+		f.quiet(t)
+		if w := writes.count() - w0; w != 0 {
+			t.Errorf("%d API writes for a push touching no app", w)
+		}
+		r1 := f.results(t)
+		for k, v := range r1 {
+			if v != r0[k] {
+				t.Errorf("%s synced again (%d -> %d)", k, r0[k], v)
+			}
+		}
+		second = third
+	})
 
 	t.Run("a redelivered push changes nothing", func(t *testing.T) {
 		send("fifty-2", webhook.Push{Before: first, After: second,
