@@ -2,24 +2,18 @@ package apply
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -31,25 +25,73 @@ const tracerName = "github.com/ferrycd/ferry/apply"
 
 func tracer() trace.Tracer { return otel.Tracer(tracerName) }
 
-// Annotations ferry reads and writes on managed objects.
-const (
-	// AnnotationApp names the app that owns an object, as namespace/name.
-	AnnotationApp = "ferry.dev/app"
-)
-
 // FieldManager is the server-side apply field manager of every ferry write.
 const FieldManager = "ferry"
 
+// ErrInvalidOption is wrapped by the errors of invalid Options.
+var ErrInvalidOption = errors.New("invalid option")
+
 // Options tunes an Applier.
 type Options struct {
-	// Parallelism bounds the objects applied at once within a stage.
+	// Parallelism bounds the objects applied, observed or pruned at once
+	// within a stage.
 	Parallelism int
+	// InventoryNamespace is ferry's own namespace, where each app's
+	// inventory ConfigMap lives.
+	InventoryNamespace string
+	// HookTimeout bounds the wait for one hook Job or Pod to finish, and
+	// for a hook to be deleted before it is created again. SyncOptions can
+	// override it per sync.
+	HookTimeout time.Duration
+	// CRDTimeout bounds the wait for an applied CRD to be Established and
+	// for its kind to be served.
+	CRDTimeout time.Duration
+	// PollInterval is how often hooks and CRDs are checked while waiting.
+	PollInterval time.Duration
 }
 
 // DefaultOptions returns the settings of `ferry serve`.
-func DefaultOptions() Options { return Options{Parallelism: 16} }
+func DefaultOptions() Options {
+	return Options{
+		Parallelism:        16,
+		InventoryNamespace: "ferry",
+		HookTimeout:        5 * time.Minute,
+		CRDTimeout:         time.Minute,
+		PollInterval:       500 * time.Millisecond,
+	}
+}
 
-// Applier server-side-applies objects to one cluster.
+// withDefaults fills zero fields from DefaultOptions and rejects negative
+// ones.
+func (o Options) withDefaults() (Options, error) {
+	d := DefaultOptions()
+	switch {
+	case o.Parallelism < 0:
+		return o, fmt.Errorf("%w: Parallelism %d is negative", ErrInvalidOption, o.Parallelism)
+	case o.HookTimeout < 0, o.CRDTimeout < 0, o.PollInterval < 0:
+		return o, fmt.Errorf("%w: timeouts and intervals must not be negative", ErrInvalidOption)
+	}
+	if o.Parallelism == 0 {
+		o.Parallelism = d.Parallelism
+	}
+	if o.InventoryNamespace == "" {
+		o.InventoryNamespace = d.InventoryNamespace
+	}
+	if o.HookTimeout == 0 {
+		o.HookTimeout = d.HookTimeout
+	}
+	if o.CRDTimeout == 0 {
+		o.CRDTimeout = d.CRDTimeout
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = d.PollInterval
+	}
+	return o, nil
+}
+
+// Applier server-side-applies objects to one cluster. It is safe for
+// concurrent use by syncs of different apps; two syncs of one app must not
+// run at once (the worker serialises them).
 type Applier struct {
 	dyn    dynamic.Interface
 	mapper meta.ResettableRESTMapper
@@ -57,12 +99,14 @@ type Applier struct {
 	log    *slog.Logger
 }
 
-// New returns an Applier for the cluster of cfg. The REST mapping is
-// discovered lazily and cached; it is refreshed when an unknown kind shows
-// up, such as the kind of a CRD the same sync installs.
+// New returns an Applier for the cluster of cfg. Zero Options fields take
+// their DefaultOptions value. The REST mapping is discovered lazily and
+// cached; it is refreshed after a sync installs CRDs and when an unknown kind
+// shows up.
 func New(cfg *rest.Config, opts Options, log *slog.Logger) (*Applier, error) {
-	if opts.Parallelism < 1 {
-		opts.Parallelism = DefaultOptions().Parallelism
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -96,18 +140,33 @@ type Action string
 
 // Actions reported per object.
 const (
-	ActionCreated    Action = "created"
+	// ActionCreated: the object did not exist and ferry created it.
+	ActionCreated Action = "created"
+	// ActionConfigured: the object existed and ferry's apply changed it.
 	ActionConfigured Action = "configured"
-	ActionUnchanged  Action = "unchanged"
-	ActionFailed     Action = "failed"
-	ActionPruned     Action = "pruned"
+	// ActionUnchanged: the object already matched; often no request was
+	// written at all.
+	ActionUnchanged Action = "unchanged"
+	// ActionFailed: the API server rejected the object, or a hook failed.
+	ActionFailed Action = "failed"
+	// ActionPruned: the object left Git and ferry deleted it.
+	ActionPruned Action = "pruned"
+	// ActionPruneSkipped: the object left Git but ferry kept it, because
+	// pruning is disabled on it, another app owns or declares it, or it is
+	// a Namespace that holds another app's objects.
+	ActionPruneSkipped Action = "prune-skipped"
 )
 
 // ObjectResult is the outcome of one object.
 type ObjectResult struct {
-	Ref     ObjectRef
-	Action  Action
+	Ref    ObjectRef
+	Action Action
+	// Message says why, for failures the API server's message.
 	Message string
+	// Hook is the hook phase for hook objects, empty otherwise.
+	Hook HookPhase
+
+	cause error // for IsTransient
 }
 
 // ObjectRef identifies an object.
@@ -115,6 +174,7 @@ type ObjectRef struct {
 	Group, Version, Kind, Namespace, Name string
 }
 
+// String formats the reference as Kind.group/namespace/name.
 func (r ObjectRef) String() string {
 	gk := r.Kind
 	if r.Group != "" {
@@ -126,15 +186,30 @@ func (r ObjectRef) String() string {
 	return gk + "/" + r.Namespace + "/" + r.Name
 }
 
-// Result is the outcome of an Apply.
+// Result is the outcome of a Sync, Apply or RunPostSync.
 type Result struct {
+	// Objects are the main objects in the order they were applied, then
+	// the pruned ones.
 	Objects []ObjectResult
+	// Hooks are the hooks that ran in this call, in the order they ran.
+	Hooks []ObjectResult
+	// PostSyncPending says the bundle has PostSync hooks that have not run
+	// yet: the caller runs them with RunPostSync once the app is Healthy
+	// (Monitor reports that).
+	PostSyncPending bool
+	// Noop says the sync found everything in place and made no write
+	// request.
+	Noop bool
+	// Err is the failure of the sync as an outcome to record: objects the
+	// API server rejected (*ApplyError), a failed hook (*HookError), or a
+	// refused empty bundle (ErrEmptyBundle). Nil when the sync succeeded.
+	Err error
 }
 
-// Failed returns the failed objects.
+// Failed returns the failed objects and hooks.
 func (r *Result) Failed() []ObjectResult {
 	var out []ObjectResult
-	for _, o := range r.Objects {
+	for _, o := range append(append([]ObjectResult(nil), r.Objects...), r.Hooks...) {
 		if o.Action == ActionFailed {
 			out = append(out, o)
 		}
@@ -142,7 +217,7 @@ func (r *Result) Failed() []ObjectResult {
 	return out
 }
 
-// Count returns how many objects ended with action.
+// Count returns how many objects (not hooks) ended with action.
 func (r *Result) Count(action Action) int {
 	n := 0
 	for _, o := range r.Objects {
@@ -153,8 +228,13 @@ func (r *Result) Count(action Action) int {
 	return n
 }
 
+var (
+	_ error = (*ApplyError)(nil)
+	_ error = (*HookError)(nil)
+)
+
 // ApplyError reports the objects of a stage that failed; later stages did
-// not run.
+// not run. Prune failures are reported the same way.
 type ApplyError struct {
 	Failed []ObjectResult
 }
@@ -162,7 +242,7 @@ type ApplyError struct {
 func (e *ApplyError) Error() string {
 	msgs := make([]string, 0, len(e.Failed))
 	for _, f := range e.Failed {
-		msgs = append(msgs, fmt.Sprintf("%s apply failed: %s", f.Ref, f.Message))
+		msgs = append(msgs, fmt.Sprintf("%s: %s", f.Ref, f.Message))
 	}
 	return strings.Join(msgs, "; ")
 }
@@ -181,182 +261,31 @@ func Decode(docs [][]byte) ([]*unstructured.Unstructured, error) {
 }
 
 // Apply server-side-applies objects for target, stage by stage, forcing
-// ferry's ownership of every field Git declares. When a stage has failures
-// they are all reported in an *ApplyError and later stages are skipped.
+// ferry's ownership of every field Git declares. It keeps no inventory,
+// runs no hooks (hook annotations are ignored) and prunes nothing: it is
+// for ferry's own objects, such as its CRD. Apps go through Sync. When a
+// stage has failures they are all reported in an *ApplyError and later
+// stages are skipped.
 func (a *Applier) Apply(ctx context.Context, target Target, objects []*unstructured.Unstructured) (*Result, error) {
 	ctx, span := tracer().Start(ctx, "apply.objects", trace.WithAttributes(
 		attribute.String("ferry.app", target.App), attribute.Int("ferry.objects", len(objects))))
 	defer span.End()
 
+	p, invalid := a.plan(planInput{app: target.App, namespace: target.Namespace, objects: objects})
 	res := &Result{}
-	for i, stage := range stages(objects) {
-		if len(stage) == 0 {
-			continue
-		}
-		results, err := a.applyStage(ctx, i+1, target, stage)
-		res.Objects = append(res.Objects, results...)
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-			return res, err
-		}
+	if len(invalid) > 0 {
+		res.Objects = invalid
+		err := &ApplyError{Failed: invalid}
+		span.SetStatus(codes.Error, err.Error())
+		return res, err
+	}
+	r := &run{a: a, plan: p, res: res, app: target.App}
+	if err := r.applySteps(ctx); err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return res, err
 	}
 	span.SetAttributes(attribute.Int("ferry.objects.created", res.Count(ActionCreated)),
 		attribute.Int("ferry.objects.configured", res.Count(ActionConfigured)),
 		attribute.Int("ferry.objects.unchanged", res.Count(ActionUnchanged)))
 	return res, nil
-}
-
-func (a *Applier) applyStage(ctx context.Context, n int, target Target, objs []*unstructured.Unstructured) ([]ObjectResult, error) {
-	ctx, span := tracer().Start(ctx, fmt.Sprintf("apply.stage %d", n), trace.WithAttributes(attribute.Int("ferry.objects", len(objs))))
-	defer span.End()
-	results := make([]ObjectResult, len(objs))
-	var g errgroup.Group
-	g.SetLimit(a.opts.Parallelism)
-	for i, obj := range objs {
-		g.Go(func() error {
-			results[i] = a.applyOne(ctx, target, obj)
-			return nil
-		})
-	}
-	_ = g.Wait()
-	var failed []ObjectResult
-	for _, r := range results {
-		if r.Action == ActionFailed {
-			failed = append(failed, r)
-		}
-	}
-	if len(failed) > 0 {
-		err := &ApplyError{Failed: failed}
-		span.SetStatus(codes.Error, err.Error())
-		return results, err
-	}
-	return results, nil
-}
-
-func (a *Applier) applyOne(ctx context.Context, target Target, in *unstructured.Unstructured) ObjectResult {
-	obj := in.DeepCopy()
-	gvk := obj.GroupVersionKind()
-	ref := ObjectRef{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName()}
-	fail := func(err error) ObjectResult {
-		return ObjectResult{Ref: ref, Action: ActionFailed, Message: err.Error()}
-	}
-	mapping, err := a.mapping(gvk)
-	if err != nil {
-		return fail(err)
-	}
-	var ri dynamic.ResourceInterface
-	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-		if obj.GetNamespace() == "" {
-			obj.SetNamespace(target.Namespace)
-			ref.Namespace = target.Namespace
-		}
-		if obj.GetNamespace() == "" {
-			return fail(errors.New("namespaced object has no namespace and the app has no destination namespace"))
-		}
-		ri = a.dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
-	} else {
-		obj.SetNamespace("")
-		ref.Namespace = ""
-		ri = a.dyn.Resource(mapping.Resource)
-	}
-	ann := obj.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[AnnotationApp] = target.App
-	obj.SetAnnotations(ann)
-
-	data, err := json.Marshal(obj.Object)
-	if err != nil {
-		return fail(err)
-	}
-	force := true
-	_, err = ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
-	if err != nil {
-		return fail(apiMessage(err))
-	}
-	// Server-side apply does not say whether it created or changed the
-	// object, so every successful apply counts as configured here.
-	return ObjectResult{Ref: ref, Action: ActionConfigured}
-}
-
-func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		// The kind may come from a CRD installed since the cache was filled.
-		a.mapper.Reset()
-		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("no API for %s: %w", gvk, err)
-	}
-	return m, nil
-}
-
-func apiMessage(err error) error {
-	var st apierrors.APIStatus
-	if errors.As(err, &st) {
-		return errors.New(st.Status().Message)
-	}
-	return err
-}
-
-// stages splits objects into apply stages: Namespaces and CRDs; other
-// cluster-scoped kinds known to be so; everything else. Order within a stage
-// follows Helm's kind order, then the input order.
-func stages(objs []*unstructured.Unstructured) [3][]*unstructured.Unstructured {
-	var s [3][]*unstructured.Unstructured
-	for _, o := range objs {
-		gk := o.GroupVersionKind().GroupKind()
-		switch {
-		case gk.Kind == "Namespace" && gk.Group == "",
-			gk.Kind == "CustomResourceDefinition" && gk.Group == "apiextensions.k8s.io":
-			s[0] = append(s[0], o)
-		case clusterScoped[gk]:
-			s[1] = append(s[1], o)
-		default:
-			s[2] = append(s[2], o)
-		}
-	}
-	for i := range s {
-		sort.SliceStable(s[i], func(a, b int) bool { return kindRank(s[i][a]) < kindRank(s[i][b]) })
-	}
-	return s
-}
-
-var clusterScoped = map[schema.GroupKind]bool{
-	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRole"}:                       true,
-	{Group: "rbac.authorization.k8s.io", Kind: "ClusterRoleBinding"}:                true,
-	{Group: "storage.k8s.io", Kind: "StorageClass"}:                                 true,
-	{Group: "", Kind: "PersistentVolume"}:                                           true,
-	{Group: "scheduling.k8s.io", Kind: "PriorityClass"}:                             true,
-	{Group: "networking.k8s.io", Kind: "IngressClass"}:                              true,
-	{Group: "admissionregistration.k8s.io", Kind: "ValidatingWebhookConfiguration"}: true,
-	{Group: "admissionregistration.k8s.io", Kind: "MutatingWebhookConfiguration"}:   true,
-	{Group: "apiregistration.k8s.io", Kind: "APIService"}:                           true,
-}
-
-// helmKindOrder is Helm's install order of kinds.
-var helmKindOrder = []string{
-	"PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodSecurityPolicy",
-	"PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList", "ConfigMap", "StorageClass",
-	"PersistentVolume", "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole",
-	"ClusterRoleList", "ClusterRoleBinding", "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding",
-	"RoleBindingList", "Service", "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
-	"HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress", "APIService",
-}
-
-var kindRanks = func() map[string]int {
-	m := make(map[string]int, len(helmKindOrder))
-	for i, k := range helmKindOrder {
-		m[k] = i
-	}
-	return m
-}()
-
-func kindRank(o *unstructured.Unstructured) int {
-	if r, ok := kindRanks[o.GetKind()]; ok {
-		return r
-	}
-	return len(helmKindOrder)
 }

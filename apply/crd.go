@@ -16,27 +16,49 @@ var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Ver
 // WaitEstablished waits until the named CRD is Established, so that objects
 // of its kind can be applied, then refreshes the Applier's REST mapping.
 func (a *Applier) WaitEstablished(ctx context.Context, name string, timeout time.Duration) error {
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		u, err := a.dyn.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		return established(u), nil
-	})
-	if err != nil {
-		return fmt.Errorf("CRD %s not established: %w", name, err)
+	if err := a.waitEstablished(ctx, name, timeout); err != nil {
+		return err
 	}
 	a.mapper.Reset()
 	return nil
 }
 
-func established(u *unstructured.Unstructured) bool {
+func (a *Applier) waitEstablished(ctx context.Context, name string, timeout time.Duration) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, a.opts.PollInterval/5+time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		u, err := a.dyn.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			if ctx.Err() == nil {
+				last = apiMessage(err)
+			}
+			return false, nil
+		}
+		ok, msg := established(u)
+		last = msg
+		return ok, nil
+	})
+	if err != nil {
+		if last != "" {
+			return fmt.Errorf("CRD %s not Established within %s: %s", name, timeout, last)
+		}
+		return fmt.Errorf("CRD %s not Established within %s", name, timeout)
+	}
+	return nil
+}
+
+func established(u *unstructured.Unstructured) (bool, string) {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	msg := ""
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
 		if m["type"] == "Established" && m["status"] == "True" {
-			return true
+			return true, ""
+		}
+		if m["status"] == "False" {
+			if s, _ := m["message"].(string); s != "" {
+				msg = s
+			}
 		}
 	}
-	return false
+	return false, msg
 }

@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -79,9 +80,20 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 		StartedAt:  metav1.NewTime(rec.StartedAt),
 		FinishedAt: &finished,
 	}
-	var resources []v1alpha1.ResourceState
+	var resources, current []v1alpha1.ResourceState
 	if rec.Result != nil {
 		for _, o := range rec.Result.Objects {
+			rs := v1alpha1.ResourceState{
+				Group: o.Ref.Group, Version: o.Ref.Version, Kind: o.Ref.Kind,
+				Namespace: o.Ref.Namespace, Name: o.Ref.Name,
+				Status: string(o.Action), Message: o.Message,
+			}
+			resources = append(resources, rs)
+			if o.Action != ActionPruned {
+				current = append(current, rs)
+			}
+		}
+		for _, o := range rec.Result.Hooks {
 			resources = append(resources, v1alpha1.ResourceState{
 				Group: o.Ref.Group, Version: o.Ref.Version, Kind: o.Ref.Kind,
 				Namespace: o.Ref.Namespace, Name: o.Ref.Name,
@@ -97,10 +109,17 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 		st.LastError = rec.Err.Error()
 		st.Sync.Status = v1alpha1.SyncStatusOutOfSync
 	} else {
-		op.Message = fmt.Sprintf("applied %d objects", len(resources))
+		op.Message = fmt.Sprintf("applied %d objects", len(current))
+		if rec.Result != nil {
+			op.Message = summary(rec.Result)
+			if rec.Result.PostSyncPending {
+				phase = v1alpha1.PhaseRunning
+				op.Message += "; PostSync hooks wait until the app is Healthy"
+			}
+		}
 		st.LastError = ""
 		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision}
-		st.Resources = resources
+		st.Resources = current
 	}
 	op.Phase = phase
 	st.OperationState = op
@@ -118,4 +137,101 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 	if n := len(st.History); n > v1alpha1.HistoryLimit {
 		st.History = st.History[n-v1alpha1.HistoryLimit:]
 	}
+}
+
+// summary counts a result's actions, such as "2 created, 5 unchanged".
+func summary(r *Result) string {
+	var parts []string
+	for _, a := range []Action{ActionCreated, ActionConfigured, ActionUnchanged, ActionPruned, ActionPruneSkipped, ActionFailed} {
+		if n := r.Count(a); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, a))
+		}
+	}
+	if len(parts) == 0 {
+		return "no objects"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ConditionDrift is the status condition listing drifted objects.
+const ConditionDrift = "Drift"
+
+// RecordStatus writes what the Monitor observed into the Application's
+// status: health, and OutOfSync with a Drift condition naming the drifted
+// objects (Synced again once they are back, if the last sync succeeded).
+// It writes only when something changed, and retries on conflicts.
+func RecordStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, s AppStatus) error {
+	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := ri.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var app v1alpha1.Application
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
+			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
+		}
+		if !applyStatus(&app.Status, s, time.Now()) {
+			return nil
+		}
+		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
+		if err != nil {
+			return err
+		}
+		u.Object["status"] = status
+		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("recording status of %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// applyStatus folds s into st and reports whether st changed.
+func applyStatus(st *v1alpha1.ApplicationStatus, s AppStatus, now time.Time) bool {
+	before := fmt.Sprintf("%+v|%+v|%+v", st.Health, st.Sync, conditionsWithoutTime(st.Conditions))
+	st.Health = v1alpha1.HealthStatus{Status: string(s.Health.Status), Message: s.Health.Message}
+	var kept []v1alpha1.Condition
+	var old *v1alpha1.Condition
+	for i, c := range st.Conditions {
+		if c.Type == ConditionDrift {
+			old = &st.Conditions[i]
+			continue
+		}
+		kept = append(kept, c)
+	}
+	if s.Syncing {
+		// A sync is writing: keep what the last sync recorded.
+		if old != nil {
+			kept = append(kept, *old)
+		}
+	} else if len(s.Drift) > 0 {
+		msgs := make([]string, len(s.Drift))
+		for i, d := range s.Drift {
+			msgs[i] = d.String()
+		}
+		c := v1alpha1.Condition{Type: ConditionDrift, Message: strings.Join(msgs, "; ")}
+		if old != nil && old.Message == c.Message {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else {
+			t := metav1.NewTime(now)
+			c.LastTransitionTime = &t
+		}
+		kept = append(kept, c)
+		st.Sync.Status = v1alpha1.SyncStatusOutOfSync
+	} else if old != nil && st.LastError == "" {
+		st.Sync.Status = v1alpha1.SyncStatusSynced
+	}
+	st.Conditions = kept
+	return before != fmt.Sprintf("%+v|%+v|%+v", st.Health, st.Sync, conditionsWithoutTime(st.Conditions))
+}
+
+func conditionsWithoutTime(cs []v1alpha1.Condition) []v1alpha1.Condition {
+	out := make([]v1alpha1.Condition, len(cs))
+	for i, c := range cs {
+		c.LastTransitionTime = nil
+		out[i] = c
+	}
+	return out
 }
