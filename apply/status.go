@@ -22,9 +22,13 @@ var ApplicationsResource = schema.GroupVersionResource{Group: v1alpha1.Group, Ve
 
 // SyncRecord is the outcome of one sync, as it goes into the status.
 type SyncRecord struct {
-	Revision   string
-	Trigger    string
-	TraceID    string
+	Revision string
+	Trigger  string
+	TraceID  string
+	// SpanID is the span the sync ran in, kept for links from later traces.
+	SpanID string
+	// BundleHash names the bundle applied, for re-applies without a render.
+	BundleHash string
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Result     *Result
@@ -118,7 +122,7 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 			}
 		}
 		st.LastError = ""
-		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision}
+		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision, BundleHash: rec.BundleHash}
 		st.Resources = current
 	}
 	op.Phase = phase
@@ -132,7 +136,7 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 	}
 	st.History = append(st.History, v1alpha1.SyncHistory{
 		ID: nextID, Revision: rec.Revision, Phase: phase, Trigger: rec.Trigger,
-		DeployedAt: finished, TraceID: rec.TraceID, Message: op.Message,
+		DeployedAt: finished, TraceID: rec.TraceID, SpanID: rec.SpanID, Message: op.Message,
 	})
 	if n := len(st.History); n > v1alpha1.HistoryLimit {
 		st.History = st.History[n-v1alpha1.HistoryLimit:]

@@ -116,6 +116,27 @@ func (q *Queue) PublishSync(ctx context.Context, req *ferryv1.SyncRequest) error
 	return err
 }
 
+// PublishApplyIfIdle enqueues an apply of an already rendered bundle (a
+// self-heal re-apply, the PostSync phase) unless a sync or apply of the app
+// is pending: that newer job brings the cluster back to Git anyway, and this
+// one must not replace it. It reports whether it published.
+func (q *Queue) PublishApplyIfIdle(ctx context.Context, req *ferryv1.ApplyRequest) (bool, error) {
+	ns, name := req.GetApp().GetNamespace(), req.GetApp().GetName()
+	for _, p := range [][2]string{{StreamSync, SyncSubject(ns, name)}, {StreamApply, ApplySubject(ns, name)}} {
+		s, err := q.js.Stream(ctx, p[0])
+		if err != nil {
+			return false, err
+		}
+		if _, err := s.GetLastMsgForSubject(ctx, p[1]); err == nil {
+			return false, nil
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, err
+		}
+	}
+	_, err := q.publish(ctx, ApplySubject(ns, name), "", req)
+	return err == nil, err
+}
+
 // maxLinks bounds the links one request carries through a long burst.
 const maxLinks = 32
 

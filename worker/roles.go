@@ -99,6 +99,11 @@ func (q *Queue) RunApply(ctx context.Context, a Applier) error {
 			span := trace.SpanFromContext(ctx)
 			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
 			span.SetAttributes(attribute.Int("ferry.objects", int(req.GetBundle().GetObjectCount())))
+			for _, l := range req.GetLinks() {
+				if sc := remoteSpanContext(l.GetTraceparent()); sc.IsValid() {
+					span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("ferry.link.reason", l.GetReason())}})
+				}
+			}
 			unlock := q.locks.lock("apply/" + app.GetNamespace() + "/" + app.GetName())
 			defer unlock()
 			if q.superseded(ctx, StreamApply, m) {

@@ -203,7 +203,9 @@ func (r *roles) childApplications(ctx context.Context, objs []*unstructured.Unst
 	return nil
 }
 
-// Apply applies a rendered bundle and records the outcome in the status.
+// Apply applies a rendered bundle and records the outcome in the status:
+// a full sync (hooks, stages, prune), the pending PostSync phase, or a
+// self-heal re-apply of the last bundle without hooks.
 func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.Bundle) (*ferryv1.SyncResult, error) {
 	ns, name := req.GetApp().GetNamespace(), req.GetApp().GetName()
 	app, err := r.apps.Get(ns, name)
@@ -213,6 +215,9 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	if err != nil {
 		return nil, err
 	}
+	if app.Spec.Suspend {
+		return nil, worker.ErrSkip
+	}
 	started := time.Now()
 	objs, err := apply.Decode(b.GetObjects())
 	if err != nil {
@@ -221,58 +226,79 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	if err := r.childApplications(ctx, objs); err != nil {
 		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
-	res, applyErr := r.applier.Apply(ctx, apply.Target{App: ns + "/" + name, Namespace: app.Spec.Destination.Namespace}, objs)
-	r.metrics.observe("apply", started, applyErr)
-	if res != nil {
-		for _, o := range res.Objects {
-			r.metrics.objects.WithLabelValues(string(o.Action)).Inc()
+	opts := apply.SyncOptionsFor(app)
+	opts.Revision = req.GetRevision()
+	opts.SkipHooks = req.GetTrigger() == ferryv1.Trigger_TRIGGER_DRIFT
+	var res *apply.Result
+	if req.GetPostSync() {
+		res, err = r.applier.RunPostSync(ctx, opts, objs)
+		if errors.Is(err, apply.ErrNoPostSyncPending) || errors.Is(err, apply.ErrNotHealthy) {
+			return nil, worker.ErrSkip
 		}
+	} else {
+		res, err = r.applier.Sync(ctx, opts, objs)
 	}
-	var stageErr *apply.ApplyError
-	if applyErr != nil && !errors.As(applyErr, &stageErr) {
-		return nil, applyErr
+	r.metrics.observe("apply", started, err)
+	if err != nil {
+		return nil, err // the API server or the network: retried by the worker
+	}
+	applyErr := res.Err
+	for _, o := range res.Objects {
+		r.metrics.objects.WithLabelValues(string(o.Action)).Inc()
 	}
 	if applyErr != nil {
-		if _, ok := retryDelay(app, worker.Delivery(ctx)); ok {
+		if _, ok := retryDelay(app, worker.Delivery(ctx)); ok || (apply.IsTransient(applyErr) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver) {
 			return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, res, applyErr)
 		}
 		if worker.Delivery(ctx) > 1 {
 			applyErr = fmt.Errorf("%w (gave up after %d attempts)", applyErr, worker.Delivery(ctx))
 		}
 	}
+	if res.Noop && applyErr == nil && (req.GetTrigger() == ferryv1.Trigger_TRIGGER_DRIFT || app.Status.Sync.BundleHash == b.GetHash()) &&
+		app.Status.Sync.Status == v1alpha1.SyncStatusSynced && app.Status.Sync.Revision == req.GetRevision() {
+		// Nothing changed and the status already says so: no write at all.
+		r.log.DebugContext(ctx, "sync changed nothing", "app", ns+"/"+name)
+		return r.result(req, started, time.Now(), traceID(ctx), res, nil), nil
+	}
+	sc := trace.SpanContextFromContext(ctx)
 	rec := apply.SyncRecord{
-		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx),
-		StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
+		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx), SpanID: sc.SpanID().String(),
+		BundleHash: b.GetHash(), StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
 	}
 	if err := apply.RecordSync(ctx, r.applier.Dynamic(), ns, name, rec); err != nil {
 		return nil, err
 	}
-	out := &ferryv1.SyncResult{
-		App: req.GetApp(), Revision: req.GetRevision(), Phase: ferryv1.SyncPhase_SYNC_PHASE_SUCCEEDED,
-		StartedAt: timestamppb.New(started), FinishedAt: timestamppb.New(rec.FinishedAt),
-		TraceId: rec.TraceID, Trigger: req.GetTrigger(), DeliveryId: req.GetDeliveryId(),
-	}
-	if applyErr != nil {
-		out.Phase = ferryv1.SyncPhase_SYNC_PHASE_FAILED
-		out.Message = applyErr.Error()
-	}
-	for _, o := range res.Objects {
-		out.Resources = append(out.Resources, &ferryv1.ResourceResult{
-			Group: o.Ref.Group, Version: o.Ref.Version, Kind: o.Ref.Kind, Namespace: o.Ref.Namespace,
-			Name: o.Ref.Name, Action: string(o.Action), Message: o.Message,
-		})
-	}
-	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
-		"objects", len(res.Objects), "trace_id", rec.TraceID, "duration", rec.FinishedAt.Sub(started))
 	if req.GetRequestedAt() != nil {
 		r.metrics.observe("sync", req.GetRequestedAt().AsTime(), applyErr)
 	}
 	if applyErr != nil {
 		r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StateFailure, applyErr.Error())
-	} else {
+	} else if !req.GetPostSync() && req.GetTrigger() != ferryv1.Trigger_TRIGGER_DRIFT {
 		r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StateSuccess, fmt.Sprintf("synced %d objects", len(res.Objects)))
 	}
+	out := r.result(req, started, rec.FinishedAt, rec.TraceID, res, applyErr)
+	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
+		"objects", len(res.Objects), "trigger", triggerName(req.GetTrigger()), "duration", rec.FinishedAt.Sub(started))
 	return out, nil
+}
+
+func (r *roles) result(req *ferryv1.ApplyRequest, started, finished time.Time, trace string, res *apply.Result, applyErr error) *ferryv1.SyncResult {
+	out := &ferryv1.SyncResult{
+		App: req.GetApp(), Revision: req.GetRevision(), Phase: ferryv1.SyncPhase_SYNC_PHASE_SUCCEEDED,
+		StartedAt: timestamppb.New(started), FinishedAt: timestamppb.New(finished),
+		TraceId: trace, Trigger: req.GetTrigger(), DeliveryId: req.GetDeliveryId(),
+	}
+	if applyErr != nil {
+		out.Phase = ferryv1.SyncPhase_SYNC_PHASE_FAILED
+		out.Message = applyErr.Error()
+	}
+	for _, o := range append(append([]apply.ObjectResult(nil), res.Objects...), res.Hooks...) {
+		out.Resources = append(out.Resources, &ferryv1.ResourceResult{
+			Group: o.Ref.Group, Version: o.Ref.Version, Kind: o.Ref.Kind, Namespace: o.Ref.Namespace,
+			Name: o.Ref.Name, Action: string(o.Action), Message: o.Message,
+		})
+	}
+	return out
 }
 
 func traceID(ctx context.Context) string {

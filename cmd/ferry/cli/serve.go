@@ -63,6 +63,9 @@ type ServeOptions struct {
 	CommitStatusAPIURL string
 	// ExternalURL is ferry's dashboard URL, linked from commit statuses.
 	ExternalURL string
+	// ResyncPeriod is the period of the full drift and health resync that
+	// backs up the watches.
+	ResyncPeriod time.Duration
 	// JaegerURL, when set, turns trace IDs into links to Jaeger's UI.
 	JaegerURL        string
 	LogLevel         string
@@ -94,6 +97,7 @@ func DefaultServeOptions() ServeOptions {
 		MaxWebhookBodyBytes: ingest.DefaultMaxBodyBytes,
 		DedupWindow:         worker.DefaultConfig().DuplicateWindow,
 		PollInterval:        3 * time.Minute,
+		ResyncPeriod:        10 * time.Minute,
 		LogLevel:            "info",
 		RenderTimeout:       render.DefaultOptions().Timeout,
 		ApplyParallelism:    apply.DefaultOptions().Parallelism,
@@ -128,6 +132,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.GitHubTokenSecret, "github-token-secret", "", "Secret namespace/name whose key \"token\" holds the GitHub token (alternative to --github-token-file)")
 	f.StringVar(&o.CommitStatusAPIURL, "commit-status-api-url", "", "API root for commit statuses: GitHub (default --github-api-url) or Gitea, e.g. https://gitea.example.com/api/v1/")
 	f.StringVar(&o.ExternalURL, "external-url", "", "ferry's dashboard URL, linked from commit statuses")
+	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "period of the full drift and health resync behind the watches")
 	f.StringVar(&o.JaegerURL, "jaeger-url", "", "Jaeger UI base URL; trace IDs in the history become links")
 	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for mutating API calls (without it they are disabled)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
@@ -236,7 +241,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer shutdownTracing()
 
 	// Kubernetes first: without the CRD and namespace nothing else matters.
-	applier, err := apply.New(cfg, apply.Options{Parallelism: o.ApplyParallelism}, log)
+	applier, err := apply.New(cfg, apply.Options{Parallelism: o.ApplyParallelism, InventoryNamespace: o.Namespace}, log)
 	if err != nil {
 		return err
 	}
@@ -313,9 +318,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	})
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(apps, queue, apiToken, log))
-	(&api{apps: apps, jaegerURL: o.JaegerURL}).register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.reg, promhttp.HandlerOpts{}))
 	roles := &roles{apps: apps, renderer: renderer, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, metrics: metrics, statuses: statuses, log: log}
+	(&api{apps: apps, jaegerURL: o.JaegerURL, diff: roles.diff}).register(mux)
 
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -341,6 +346,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err := apps.watchSpecs(ctx, queue, log); err != nil {
 		return err
 	}
+	fin := &finalizer{applier: applier, namespace: o.Namespace, log: log, running: map[string]bool{}}
+	if err := fin.register(ctx, apps); err != nil {
+		return err
+	}
 	g.Go(func() error { return apps.run(ctx) })
 	if err := apps.waitSynced(ctx); err != nil {
 		return err
@@ -351,6 +360,12 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if statuses != nil {
 		g.Go(func() error { return statuses.Start(ctx) })
 	}
+	heal := newHealer(roles, queue)
+	monitor, err := apply.NewMonitor(cfg, apply.MonitorOptions{InventoryNamespace: o.Namespace, ResyncPeriod: o.ResyncPeriod, OnStatus: heal.onStatus}, log)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return monitor.Start(ctx) })
 	if o.PollInterval > 0 {
 		poller := ingest.NewPoller(apps, gitCache, heads, queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
 		g.Go(func() error { return poller.Start(ctx) })

@@ -162,6 +162,9 @@ type InputPath struct {
 type SyncStatus struct {
 	Status   string `json:"status,omitempty"`
 	Revision string `json:"revision,omitempty"`
+	// BundleHash names the rendered bundle last applied in full, so that
+	// self-heal and PostSync reuse it without rendering again.
+	BundleHash string `json:"bundleHash,omitempty"`
 }
 
 // HealthStatus is the app's health, the worst of its objects.
@@ -200,7 +203,10 @@ type SyncHistory struct {
 	Trigger    string      `json:"trigger,omitempty"`
 	DeployedAt metav1.Time `json:"deployedAt"`
 	TraceID    string      `json:"traceID,omitempty"`
-	Message    string      `json:"message,omitempty"`
+	// SpanID is the apply span of the sync, so a later drift re-apply can
+	// link to it.
+	SpanID  string `json:"spanID,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Condition is a notable fact about the app, such as a warning.

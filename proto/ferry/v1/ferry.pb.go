@@ -662,14 +662,20 @@ func (x *BundleRef) GetObjectCount() int32 {
 
 // ApplyRequest asks the apply worker to bring an app to a rendered bundle.
 type ApplyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           *AppRef                `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
-	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Bundle        *BundleRef             `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	Trigger       Trigger                `protobuf:"varint,4,opt,name=trigger,proto3,enum=ferry.v1.Trigger" json:"trigger,omitempty"`
-	DeliveryId    string                 `protobuf:"bytes,5,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
-	RequestedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
-	RepoUrl       string                 `protobuf:"bytes,7,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	App         *AppRef                `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Revision    string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Bundle      *BundleRef             `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Trigger     Trigger                `protobuf:"varint,4,opt,name=trigger,proto3,enum=ferry.v1.Trigger" json:"trigger,omitempty"`
+	DeliveryId  string                 `protobuf:"bytes,5,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	RepoUrl     string                 `protobuf:"bytes,7,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
+	// post_sync asks only for the PostSync hooks that a sync of this bundle
+	// left pending until the app was healthy.
+	PostSync bool `protobuf:"varint,8,opt,name=post_sync,json=postSync,proto3" json:"post_sync,omitempty"`
+	// links point at the traces this apply follows, such as the last sync a
+	// drift re-apply restores.
+	Links         []*TraceLink `protobuf:"bytes,9,rep,name=links,proto3" json:"links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -751,6 +757,20 @@ func (x *ApplyRequest) GetRepoUrl() string {
 		return x.RepoUrl
 	}
 	return ""
+}
+
+func (x *ApplyRequest) GetPostSync() bool {
+	if x != nil {
+		return x.PostSync
+	}
+	return false
+}
+
+func (x *ApplyRequest) GetLinks() []*TraceLink {
+	if x != nil {
+		return x.Links
+	}
+	return nil
 }
 
 // Bundle is the rendered output of an app: objects as canonical JSON
@@ -1071,7 +1091,7 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\tBundleRef\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
-	"\fobject_count\x18\x03 \x01(\x05R\vobjectCount\"\xa3\x02\n" +
+	"\fobject_count\x18\x03 \x01(\x05R\vobjectCount\"\xeb\x02\n" +
 	"\fApplyRequest\x12\"\n" +
 	"\x03app\x18\x01 \x01(\v2\x10.ferry.v1.AppRefR\x03app\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12+\n" +
@@ -1080,7 +1100,9 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\vdelivery_id\x18\x05 \x01(\tR\n" +
 	"deliveryId\x12=\n" +
 	"\frequested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x19\n" +
-	"\brepo_url\x18\a \x01(\tR\arepoUrl\"6\n" +
+	"\brepo_url\x18\a \x01(\tR\arepoUrl\x12\x1b\n" +
+	"\tpost_sync\x18\b \x01(\bR\bpostSync\x12)\n" +
+	"\x05links\x18\t \x03(\v2\x13.ferry.v1.TraceLinkR\x05links\"6\n" +
 	"\x06Bundle\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n" +
 	"\aobjects\x18\x02 \x03(\fR\aobjects\"\xb8\x01\n" +
@@ -1162,17 +1184,18 @@ var file_ferry_v1_ferry_proto_depIdxs = []int32{
 	7,  // 7: ferry.v1.ApplyRequest.bundle:type_name -> ferry.v1.BundleRef
 	0,  // 8: ferry.v1.ApplyRequest.trigger:type_name -> ferry.v1.Trigger
 	12, // 9: ferry.v1.ApplyRequest.requested_at:type_name -> google.protobuf.Timestamp
-	2,  // 10: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
-	1,  // 11: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
-	10, // 12: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
-	12, // 13: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
-	12, // 14: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 10: ferry.v1.ApplyRequest.links:type_name -> ferry.v1.TraceLink
+	2,  // 11: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
+	1,  // 12: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
+	10, // 13: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
+	12, // 14: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
+	12, // 15: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 16: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_ferry_proto_init() }
