@@ -29,6 +29,9 @@ type SyncRecord struct {
 	SpanID string
 	// BundleHash names the bundle applied, for re-applies without a render.
 	BundleHash string
+	// Inputs, when set, replace the status' record of the paths the render
+	// read (a re-apply leaves them nil and the record as it was).
+	Inputs     []v1alpha1.InputPath
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Result     *Result
@@ -48,8 +51,12 @@ func RecordSync(ctx context.Context, dyn dynamic.Interface, namespace, name stri
 	defer span.End()
 	span.SetAttributes(attribute.String("ferry.app", namespace+"/"+name), attribute.String("ferry.revision", rec.Revision))
 	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
+	// The first read comes from the watch cache; a conflict means it was
+	// stale, and the retries read from etcd.
+	opts := metav1.GetOptions{ResourceVersion: "0"}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, metav1.GetOptions{})
+		u, err := ri.Get(ctx, name, opts)
+		opts = metav1.GetOptions{}
 		if err != nil {
 			return err
 		}
@@ -123,6 +130,9 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 		}
 		st.LastError = ""
 		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision, BundleHash: rec.BundleHash}
+		if rec.Inputs != nil {
+			st.Inputs = rec.Inputs
+		}
 		st.Resources = current
 	}
 	op.Phase = phase
@@ -166,8 +176,12 @@ const ConditionDrift = "Drift"
 // It writes only when something changed, and retries on conflicts.
 func RecordStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, s AppStatus) error {
 	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
+	// The first read comes from the watch cache; a conflict means it was
+	// stale, and the retries read from etcd.
+	opts := metav1.GetOptions{ResourceVersion: "0"}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, metav1.GetOptions{})
+		u, err := ri.Get(ctx, name, opts)
+		opts = metav1.GetOptions{}
 		if err != nil {
 			return err
 		}

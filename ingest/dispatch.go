@@ -245,7 +245,7 @@ func Touches(app *v1alpha1.Application, ev *ferryv1.PushEvent, changed []string,
 		urls = append(urls, v1alpha1.NormalizeRepoURL(u))
 	}
 	sources := app.Spec.AllSources()
-	var inputs []string
+	var inputs []v1alpha1.InputPath
 	hit := false
 	for _, src := range sources {
 		if !slices.Contains(urls, v1alpha1.NormalizeRepoURL(src.RepoURL)) || !RefMatches(src.TargetRevision, ev.GetRef(), ev.GetDefaultBranch()) {
@@ -262,7 +262,7 @@ func Touches(app *v1alpha1.Application, ev *ferryv1.PushEvent, changed []string,
 	}
 	for _, in := range inputs {
 		for _, p := range changed {
-			if in == "" || p == in || strings.HasPrefix(p, in+"/") {
+			if inputCovers(in, p) {
 				return true
 			}
 		}
@@ -270,14 +270,40 @@ func Touches(app *v1alpha1.Application, ev *ferryv1.PushEvent, changed []string,
 	return false
 }
 
-// AppInputs lists the repository paths that src of app reads: its path;
-// the value files other sources reach through $ref; and what the renderer
-// recorded in the status (local chart dependencies, Kustomize bases outside
-// the path), when it did.
-func AppInputs(app *v1alpha1.Application, src v1alpha1.ApplicationSource) []string {
-	var in []string
+// inputCovers reports whether a change of repository path p touches in.
+func inputCovers(in v1alpha1.InputPath, p string) bool {
+	switch {
+	case in.Path == "" && !in.Shallow:
+		return true
+	case in.Shallow:
+		return path.Dir(p) == in.Path || (in.Path == "" && !strings.Contains(p, "/"))
+	}
+	return p == in.Path || strings.HasPrefix(p, in.Path+"/")
+}
+
+// AppInputs lists the repository paths that src of app reads: its path
+// (only the files directly in it when the last render said the source is a
+// directory without recurse); the value files other sources reach through
+// $ref; and what the last render read elsewhere (local chart
+// dependencies, Kustomize bases).
+func AppInputs(app *v1alpha1.Application, src v1alpha1.ApplicationSource) []v1alpha1.InputPath {
+	var in []v1alpha1.InputPath
+	norm := v1alpha1.NormalizeRepoURL(src.RepoURL)
+	recorded := func(p string) (v1alpha1.InputPath, bool) {
+		for _, r := range app.Status.Inputs {
+			if v1alpha1.NormalizeRepoURL(r.RepoURL) == norm && cleanRepoPath(r.Path) == p {
+				return r, true
+			}
+		}
+		return v1alpha1.InputPath{}, false
+	}
 	if src.Chart == "" && src.Ref == "" {
-		in = append(in, cleanRepoPath(src.Path))
+		own := cleanRepoPath(src.Path)
+		shallow := false
+		if r, ok := recorded(own); ok {
+			shallow = r.Shallow
+		}
+		in = append(in, v1alpha1.InputPath{RepoURL: src.RepoURL, Path: own, Shallow: shallow})
 	}
 	if src.Ref != "" {
 		for _, other := range app.Spec.AllSources() {
@@ -286,14 +312,14 @@ func AppInputs(app *v1alpha1.Application, src v1alpha1.ApplicationSource) []stri
 			}
 			for _, vf := range other.Helm.ValueFiles {
 				if rest, ok := strings.CutPrefix(vf, "$"+src.Ref+"/"); ok {
-					in = append(in, cleanRepoPath(rest))
+					in = append(in, v1alpha1.InputPath{RepoURL: src.RepoURL, Path: cleanRepoPath(rest)})
 				}
 			}
 		}
 	}
-	for _, p := range app.Status.Inputs {
-		if v1alpha1.NormalizeRepoURL(p.RepoURL) == v1alpha1.NormalizeRepoURL(src.RepoURL) {
-			in = append(in, cleanRepoPath(p.Path))
+	for _, r := range app.Status.Inputs {
+		if v1alpha1.NormalizeRepoURL(r.RepoURL) == norm {
+			in = append(in, v1alpha1.InputPath{RepoURL: r.RepoURL, Path: cleanRepoPath(r.Path), Shallow: r.Shallow})
 		}
 	}
 	return in

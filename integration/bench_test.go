@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -246,7 +250,19 @@ func BenchmarkColdSync(b *testing.B) {
 	secretFile := filepath.Join(dir, "secret")
 	_ = os.WriteFile(secretFile, []byte(testSecret), 0o600)
 	o := cli.DefaultServeOptions()
-	o.Listen, o.DataDir, o.RestConfig, o.GitHubWebhookSecretFile = "127.0.0.1:0", filepath.Join(dir, "data"), cp.Config, secretFile
+	var reads, writes atomic.Int64
+	counted := rest.CopyConfig(cp.Config)
+	counted.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && r.URL.Query().Get("watch") != "true" {
+				reads.Add(1)
+			} else if r.Method != http.MethodGet {
+				writes.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	o.Listen, o.DataDir, o.RestConfig, o.GitHubWebhookSecretFile = "127.0.0.1:0", filepath.Join(dir, "data"), counted, secretFile
 	o.LogLevel, o.Stderr, o.PollInterval = "error", os.Stderr, 0
 	ready := make(chan cli.ServeInfo, 1)
 	o.OnReady = func(i cli.ServeInfo) { ready <- i }
@@ -256,6 +272,7 @@ func BenchmarkColdSync(b *testing.B) {
 	start = time.Now()
 	go func() { served <- cli.Serve(ctx, o) }()
 	info := <-ready
+	startup := time.Since(start)
 	f := &ferry{url: "http://" + info.HTTPAddr, info: info}
 	synced := func() int {
 		list, err := dyn.Resource(appGVR).Namespace("ferry").List(context.Background(), metav1.ListOptions{})
@@ -273,6 +290,18 @@ func BenchmarkColdSync(b *testing.B) {
 	waitFor(b, "every app to sync", func() bool { return synced() == n })
 	cold := time.Since(start)
 	b.StopTimer()
+	coldReads, coldWrites := reads.Load(), writes.Load()
+	if resp, err := http.Get(f.url + "/metrics"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, stage := range []string{"render", "apply", "sync"} {
+			re := regexp.MustCompile(`ferry_sync_duration_seconds_sum\{result="success",stage="` + stage + `"\} ([0-9.e+-]+)`)
+			if m := re.FindStringSubmatch(string(body)); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				b.ReportMetric(v/float64(n)*1000, stage+"-ms/app")
+			}
+		}
+	}
 
 	// One-app pushes: an image-tag bump of one app, webhook to applied.
 	var lat []time.Duration
@@ -309,6 +338,9 @@ func BenchmarkColdSync(b *testing.B) {
 	b.ReportMetric(cold.Seconds()/floor.Seconds(), "ratio")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "push-p50-ms")
 	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(startup.Seconds(), "startup-s")
+	b.ReportMetric(float64(coldWrites)/float64(n), "writes/app")
+	b.ReportMetric(float64(coldReads)/float64(n), "reads/app")
 	b.Logf("%d apps (%d objects): floor %s, ferry %s (%.2fx); one-app push p50 %s; peak heap %d MiB (process, test harness included)",
 		n, n*5, floor.Round(time.Millisecond), cold.Round(time.Millisecond), cold.Seconds()/floor.Seconds(), lat[len(lat)/2].Round(time.Millisecond), peakHeap.Load()>>20)
 }

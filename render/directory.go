@@ -75,43 +75,54 @@ func globAny(pattern, rel string) bool {
 func DecodeManifests(file string, data []byte) ([]Object, error) {
 	var out []Object
 	for _, doc := range splitDocuments(data) {
-		if len(bytes.TrimSpace(doc.text)) == 0 {
-			continue
-		}
-		js, err := yaml.YAMLToJSON(doc.text)
-		if err != nil {
-			return nil, &SourceError{Err: fmt.Errorf("%s:%d: invalid YAML: %v", file, doc.line+docErrLine(err), err)}
-		}
-		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-			continue
-		}
-		var obj map[string]any
-		if err := json.Unmarshal(js, &obj); err != nil {
-			return nil, &SourceError{Err: fmt.Errorf("%s:%d: a manifest must be a mapping: %v", file, doc.line, err)}
-		}
-		// A List wraps objects; unwrap it as kubectl does.
-		if kind, _ := obj["kind"].(string); strings.HasSuffix(kind, "List") && obj["items"] != nil {
-			items, _ := obj["items"].([]any)
-			for i, it := range items {
-				m, ok := it.(map[string]any)
-				if !ok {
-					return nil, &SourceError{Err: fmt.Errorf("%s:%d: item %d of %s is not an object", file, doc.line, i, kind)}
-				}
-				o, err := canonical(m, file, doc.line)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, o)
-			}
-			continue
-		}
-		o, err := canonical(obj, file, doc.line)
+		objs, err := decodeDocument(file, doc)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, o)
+		out = append(out, objs...)
 	}
 	return out, nil
+}
+
+// decodeDocument decodes one YAML document of file into objects: none for
+// an empty document, several for a List.
+func decodeDocument(file string, doc document) ([]Object, error) {
+	if len(bytes.TrimSpace(doc.text)) == 0 {
+		return nil, nil
+	}
+	js, err := yaml.YAMLToJSON(doc.text)
+	if err != nil {
+		return nil, &SourceError{Err: fmt.Errorf("%s:%d: invalid YAML: %v", file, doc.line+docErrLine(err), err)}
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return nil, nil
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(js, &obj); err != nil {
+		return nil, &SourceError{Err: fmt.Errorf("%s:%d: a manifest must be a mapping: %v", file, doc.line, err)}
+	}
+	// A List wraps objects; unwrap it as kubectl does.
+	if kind, _ := obj["kind"].(string); strings.HasSuffix(kind, "List") && obj["items"] != nil {
+		items, _ := obj["items"].([]any)
+		out := make([]Object, 0, len(items))
+		for i, it := range items {
+			m, ok := it.(map[string]any)
+			if !ok {
+				return nil, &SourceError{Err: fmt.Errorf("%s:%d: item %d of %s is not an object", file, doc.line, i, kind)}
+			}
+			o, err := canonical(m, file, doc.line)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, o)
+		}
+		return out, nil
+	}
+	o, err := canonical(obj, file, doc.line)
+	if err != nil {
+		return nil, err
+	}
+	return []Object{o}, nil
 }
 
 func canonical(obj map[string]any, file string, line int) (Object, error) {

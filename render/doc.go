@@ -1,11 +1,35 @@
 // Package render turns an Application's sources at one exact commit into the
-// Kubernetes objects to apply.
+// Kubernetes objects to apply, as Argo CD would: plain directories of YAML
+// and JSON, Kustomize (sigs.k8s.io/kustomize/api, `kustomize build`
+// semantics) and Helm (helm.sh/helm/v3, `helm template` semantics, with
+// charts from git, Helm repositories and OCI registries), one source or
+// several.
 //
 // It keeps one bare clone per repository, shared by every render, and reads
 // files straight from git objects: there is no per-app checkout and no copy
-// of a repository per render. A render whose inputs (the app spec and the
-// git trees of the paths it reads) have not changed is served from a cache.
+// of a repository per render. Kustomize sees the repository through a
+// read-only file system over those objects (kustomizeFS) and Helm gets the
+// chart's files from them, so a render reads only the files it uses.
 //
-// render is a library. It knows nothing of NATS and nothing of the cluster
-// beyond the Application types; package worker runs it behind a consumer.
+// Every path is confined to its repository: ".." cannot climb out, and
+// symbolic links are followed only while they stay inside. Kustomize
+// plugins, exec functions and Helm inflation are off, remote kustomize
+// bases are off unless Options.KustomizeRemoteBases, and a chart's
+// templates cannot name files outside the chart. Renders have a timeout
+// and caps on input bytes, output bytes and objects.
+//
+// Every read is recorded as a fact about the commit (this blob, this
+// listing, this path missing). A later render of the same app spec whose
+// facts all still hold, on the new commit, with the same chart versions
+// and cluster capabilities, is served from the render cache: a push that
+// does not touch an app's inputs, wherever they are in the repository,
+// renders nothing.
+//
+// Helm hooks are kept and marked for the apply worker with ferry.dev/hook,
+// ferry.dev/hook-weight and ferry.dev/hook-delete-policy.
+//
+// render is a library. It knows nothing of NATS, and of the cluster only
+// what it is given: the Application types, repository credentials
+// (Credentials) and the cluster's capabilities (CapabilitiesSource).
+// package worker runs it behind a consumer.
 package render

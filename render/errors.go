@@ -30,10 +30,16 @@ func IsTransient(err error) bool {
 type AppError struct {
 	App    string // namespace/name
 	Source int    // index into the app's sources
-	Err    error
+	// Where describes the source: its repository (without credentials) and
+	// path or chart. Empty when the failure is not about one source.
+	Where string
+	Err   error
 }
 
 func (e *AppError) Error() string {
+	if e.Where != "" {
+		return fmt.Sprintf("app %s: source %d (%s): %v", e.App, e.Source, e.Where, e.Err)
+	}
 	return fmt.Sprintf("app %s: source %d: %v", e.App, e.Source, e.Err)
 }
 func (e *AppError) Unwrap() error { return e.Err }
@@ -41,3 +47,14 @@ func (e *AppError) Unwrap() error { return e.Err }
 // ErrEmptyRender is wrapped when an app renders no objects and does not
 // allow that.
 var ErrEmptyRender = errors.New("render produced no objects")
+
+// ErrOutsideRepository is wrapped by the error for any path that leaves the
+// repository, through ".." or a symbolic link.
+var ErrOutsideRepository = errors.New("path leaves the repository")
+
+// ErrLimitExceeded is wrapped when a render passes one of its caps: input
+// bytes, output bytes or objects.
+var ErrLimitExceeded = errors.New("render limit exceeded")
+
+// ErrInvalidOption is wrapped by the errors of invalid constructor options.
+var ErrInvalidOption = errors.New("invalid option")

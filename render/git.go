@@ -6,20 +6,22 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -29,25 +31,57 @@ import (
 // reads commits from it. It is safe for concurrent use: fetches of one
 // repository are serialised, reads run in parallel.
 type GitCache struct {
-	dir string
+	dir   string
+	creds Credentials
 
 	mu    sync.Mutex
 	repos map[string]*cachedRepo
 }
 
 type cachedRepo struct {
-	url  string
-	mu   sync.RWMutex // write: fetch; read: object reads
-	repo *git.Repository
+	url   string
+	creds Credentials
+	mu    sync.RWMutex // write: fetch; read: object reads
+	repo  *git.Repository
+	// fetchedFrom is when the last successful fetch started: a caller that
+	// asked for a fetch before then is served by it.
+	fetchedFrom time.Time
+}
+
+// GitCacheOption configures a GitCache.
+type GitCacheOption func(*GitCache) error
+
+// WithCredentials makes the cache authenticate to remotes with the
+// credentials creds finds for them.
+func WithCredentials(creds Credentials) GitCacheOption {
+	return func(c *GitCache) error {
+		if creds == nil {
+			return fmt.Errorf("%w: WithCredentials(nil)", ErrInvalidOption)
+		}
+		c.creds = creds
+		return nil
+	}
 }
 
 // NewGitCache returns a cache keeping its repositories under dir.
-func NewGitCache(dir string) (*GitCache, error) {
+func NewGitCache(dir string, opts ...GitCacheOption) (*GitCache, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: the git cache directory is empty", ErrInvalidOption)
+	}
+	c := &GitCache{dir: dir, repos: map[string]*cachedRepo{}}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating git cache: %w", err)
 	}
-	return &GitCache{dir: dir, repos: map[string]*cachedRepo{}}, nil
+	return c, nil
 }
+
+// Dir returns the directory holding the cache.
+func (c *GitCache) Dir() string { return c.dir }
 
 // objectCacheSize bounds go-git's in-memory object cache per repository; its
 // default of 96 MiB alone would break ferry's memory budget.
@@ -72,7 +106,8 @@ func (c *GitCache) open(repoURL string) (*cachedRepo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening cache of %s: %w", redactURL(repoURL), err)
 	}
-	r := &cachedRepo{url: repoURL, repo: repo}
+	r := &cachedRepo{url: repoURL, repo: repo, creds: c.creds}
+	r.warmIndex()
 	c.repos[repoURL] = r
 	return r, nil
 }
@@ -114,24 +149,56 @@ func (r *cachedRepo) fetch(ctx context.Context) error {
 	ctx, span := tracer().Start(ctx, "git.fetch")
 	defer span.End()
 	span.SetAttributes(attribute.String("ferry.repo", redactURL(r.url)))
+	asked := time.Now()
+	creds, err := lookupCredentials(ctx, r.creds, r.url)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	auth, insecure, err := GitAuth(r.url, creds)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	err := r.repo.FetchContext(ctx, &git.FetchOptions{
+	// Renders of one repository queue here after a push; the first fetch
+	// serves every render that asked before it started.
+	if r.fetchedFrom.After(asked) {
+		span.SetAttributes(attribute.Bool("ferry.git.coalesced", true))
+		return nil
+	}
+	started := time.Now()
+	err = r.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
 		RefSpecs: []config.RefSpec{
 			"+HEAD:refs/remotes/origin/HEAD",
 			"+refs/heads/*:refs/remotes/origin/*",
 			"+refs/tags/*:refs/tags/*",
 		},
-		Tags:  git.NoTags,
-		Force: true,
+		Tags:            git.NoTags,
+		Force:           true,
+		Auth:            auth,
+		InsecureSkipTLS: insecure,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		err = fmt.Errorf("fetching %s: %s", redactURL(r.url), redactErr(err, r.url))
+		// Retrying does not fix credentials or a repository that is not there.
+		transient := !errors.Is(err, transport.ErrAuthenticationRequired) && !errors.Is(err, transport.ErrAuthorizationFailed) &&
+			!errors.Is(err, transport.ErrRepositoryNotFound)
+		err = fmt.Errorf("fetching %s: %s", redactURL(r.url), scrub(redactErr(err, r.url), creds.secrets()))
 		span.SetStatus(codes.Error, err.Error())
-		return &SourceError{Err: err, Transient: true}
+		return &SourceError{Err: err, Transient: transient}
 	}
+	r.fetchedFrom = started
+	r.warmIndex()
 	return nil
+}
+
+// warmIndex loads the pack indexes while the caller holds the repository
+// exclusively: go-git loads them lazily on the first read and without a
+// lock, which parallel reads would race on.
+func (r *cachedRepo) warmIndex() {
+	_, _ = r.repo.Storer.EncodedObject(plumbing.AnyObject, plumbing.ZeroHash)
 }
 
 func (r *cachedRepo) resolve(rev string) (plumbing.Hash, error) {
@@ -189,18 +256,14 @@ func (r *cachedRepo) snapshot(h plumbing.Hash) (*Snapshot, error) {
 
 // TreeHash returns the git hash of the tree (or blob) at dir, so that equal
 // hashes mean equal content. A missing path hashes to the zero hash.
+// Symbolic links are not followed.
 func (s *Snapshot) TreeHash(dir string) (plumbing.Hash, error) {
-	s.repo.mu.RLock()
-	defer s.repo.mu.RUnlock()
-	dir = strings.Trim(dir, "/")
-	if dir == "" || dir == "." {
-		return s.tree.Hash, nil
-	}
-	e, err := s.tree.FindEntry(dir)
-	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
-		return plumbing.ZeroHash, nil
-	}
+	clean, err := ConfinePath(dir)
 	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	e, found, _, err := newSnapshotTrees(s).rawLookup(clean)
+	if err != nil || !found {
 		return plumbing.ZeroHash, err
 	}
 	return e.Hash, nil
@@ -213,64 +276,44 @@ type File struct {
 }
 
 // ReadDir returns the regular files under dir (recursively when recurse is
-// set) for which keep returns true. A path outside the repository or a
-// missing directory is an error; symbolic links are refused rather than
-// followed, so nothing outside the commit can be read.
+// set) for which keep returns true, in path order. A path outside the
+// repository or a missing directory is an error. Symbolic links to files
+// are read where they point as long as that stays inside the repository;
+// one that leads outside fails the read.
 func (s *Snapshot) ReadDir(dir string, recurse bool, keep func(path string) bool, maxBytes int64) ([]File, error) {
-	s.repo.mu.RLock()
-	defer s.repo.mu.RUnlock()
+	return s.reader(0, newInputs(maxBytes)).readDir(dir, recurse, keep)
+}
+
+func (r *repoReader) readDir(dir string, recurse bool, keep func(path string) bool) ([]File, error) {
 	clean, err := ConfinePath(dir)
 	if err != nil {
 		return nil, err
 	}
-	tree := s.tree
-	if clean != "" {
-		tree, err = s.tree.Tree(clean)
-		if err != nil {
-			return nil, &SourceError{Err: fmt.Errorf("path %q does not exist at commit %s", clean, s.Commit.String()[:12])}
-		}
+	walked, root, err := r.walk(clean, walkOptions{recurse: recurse})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &SourceError{Err: fmt.Errorf("path %q does not exist at commit %s", clean, r.trees.snap.Commit.String()[:12])}
+	}
+	if err != nil {
+		return nil, err
 	}
 	var files []File
-	var total int64
-	walker := object.NewTreeWalker(tree, recurse, nil)
-	defer walker.Close()
-	for {
-		name, entry, err := walker.Next()
-		if err != nil {
-			break
-		}
-		if !entry.Mode.IsFile() {
-			continue
-		}
-		full := joinRepo(clean, name)
+	for _, w := range walked {
+		full := joinRepo(root.path, w.rel)
 		if !keep(full) {
 			continue
 		}
-		if entry.Mode == filemode.Symlink {
-			return nil, &SourceError{Err: fmt.Errorf("%s is a symbolic link; ferry does not follow links", full)}
+		if !recurse {
+			// The walk recorded only the folder's listing; a recursive walk
+			// recorded the whole subtree already.
+			r.record(w.node.path, factContent)
 		}
-		blob, err := tree.TreeEntryFile(&entry)
+		data, err := r.readBlob(w.node)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", full, err)
+			return nil, err
 		}
-		total += blob.Size
-		if maxBytes > 0 && total > maxBytes {
-			return nil, &SourceError{Err: fmt.Errorf("files under %q exceed the render input cap of %d bytes", clean, maxBytes)}
-		}
-		text, err := blob.Contents()
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", full, err)
-		}
-		files = append(files, File{Path: full, Data: []byte(text)})
+		files = append(files, File{Path: full, Data: data})
 	}
 	return files, nil
-}
-
-func joinRepo(dir, name string) string {
-	if dir == "" {
-		return name
-	}
-	return dir + "/" + name
 }
 
 // ConfinePath cleans a repository-relative path and refuses one that climbs
@@ -282,7 +325,7 @@ func ConfinePath(p string) (string, error) {
 	}
 	for _, part := range strings.Split(filepath.ToSlash(p), "/") {
 		if part == ".." {
-			return "", &SourceError{Err: fmt.Errorf("path %q leaves the repository", p)}
+			return "", &SourceError{Err: fmt.Errorf("path %q: %w", p, ErrOutsideRepository)}
 		}
 	}
 	clean := filepath.ToSlash(filepath.Clean("/" + p))

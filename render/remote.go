@@ -15,10 +15,18 @@ import (
 // Refs lists the refs of the remote repository (git ls-remote) by full name,
 // and the ref its HEAD points at. It reads refs only, no objects.
 func (c *GitCache) Refs(ctx context.Context, repoURL string) (map[string]string, string, error) {
-	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{repoURL}})
-	list, err := remote.ListContext(ctx, &git.ListOptions{})
+	creds, err := lookupCredentials(ctx, c.creds, repoURL)
 	if err != nil {
-		return nil, "", &SourceError{Err: fmt.Errorf("listing refs of %s: %s", redactURL(repoURL), redactErr(err, repoURL)), Transient: true}
+		return nil, "", err
+	}
+	auth, insecure, err := GitAuth(repoURL, creds)
+	if err != nil {
+		return nil, "", err
+	}
+	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{repoURL}})
+	list, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, InsecureSkipTLS: insecure})
+	if err != nil {
+		return nil, "", &SourceError{Err: fmt.Errorf("listing refs of %s: %s", redactURL(repoURL), scrub(redactErr(err, repoURL), creds.secrets())), Transient: true}
 	}
 	refs := make(map[string]string, len(list))
 	var head string

@@ -33,8 +33,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		DuplicateWindow:     time.Hour,
-		RenderParallelism:   4,
-		ApplyParallelism:    4,
+		RenderParallelism:   8,
+		ApplyParallelism:    16,
 		DispatchParallelism: 2,
 		MaxDeliver:          5,
 		AckWait:             2 * time.Minute,

@@ -16,8 +16,9 @@ import (
 
 // Renderer turns a sync request into a rendered bundle.
 type Renderer interface {
-	// Render returns the bundle and the commit it was rendered from.
-	Render(ctx context.Context, req *ferryv1.SyncRequest) (bundle *ferryv1.Bundle, revision string, err error)
+	// Render returns the bundle, the commit it was rendered from and the
+	// paths it read.
+	Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.RenderResult, error)
 }
 
 // Applier brings the cluster to a rendered bundle and reports what it did.
@@ -56,20 +57,21 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 				return nil
 			}
 
-			bundle, revision, err := r.Render(ctx, req)
+			rr, err := r.Render(ctx, req)
 			if errors.Is(err, ErrSkip) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			ref, err := q.putBundle(ctx, bundle)
+			ref, err := q.putBundle(ctx, rr.GetBundle())
 			if err != nil {
 				return err
 			}
 			areq := &ferryv1.ApplyRequest{
 				App:         app,
-				Revision:    revision,
+				Revision:    rr.GetRevision(),
+				Inputs:      rr.GetInputs(),
 				Bundle:      ref,
 				Trigger:     req.GetTrigger(),
 				DeliveryId:  req.GetDeliveryId(),

@@ -49,17 +49,17 @@ var (
 	_ worker.Applier  = (*recorder)(nil)
 )
 
-func (r *recorder) Render(_ context.Context, req *ferryv1.SyncRequest) (*ferryv1.Bundle, string, error) {
+func (r *recorder) Render(_ context.Context, req *ferryv1.SyncRequest) (*ferryv1.RenderResult, error) {
 	r.mu.Lock()
 	r.renders = append(r.renders, req)
 	r.mu.Unlock()
 	if r.fail != nil {
 		if err := r.fail(req); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 	}
 	b := &ferryv1.Bundle{Hash: "h-" + req.GetRevision(), Objects: [][]byte{[]byte(`{"kind":"ConfigMap"}`)}}
-	return b, req.GetRevision(), nil
+	return &ferryv1.RenderResult{Bundle: b, Revision: req.GetRevision()}, nil
 }
 
 func (r *recorder) Apply(_ context.Context, req *ferryv1.ApplyRequest, b *ferryv1.Bundle) (*ferryv1.SyncResult, error) {

@@ -65,40 +65,44 @@ func triggerName(t ferryv1.Trigger) string {
 // Render renders the app a sync request names. A failure caused by the
 // sources is recorded in the app's status and, under the app's retry
 // policy, tried again later; a network failure is retried by the worker.
-func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.Bundle, string, error) {
+func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.RenderResult, error) {
 	ns, name := req.GetApp().GetNamespace(), req.GetApp().GetName()
 	app, err := r.apps.Get(ns, name)
 	if apierrors.IsNotFound(err) {
-		return nil, "", worker.Terminal(fmt.Errorf("application %s/%s no longer exists", ns, name))
+		return nil, worker.Terminal(fmt.Errorf("application %s/%s no longer exists", ns, name))
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if app.Spec.Suspend {
 		r.log.InfoContext(ctx, "app is suspended; sync skipped", "app", ns+"/"+name, "trigger", triggerName(req.GetTrigger()))
 		r.condition(ctx, app, v1alpha1.ConditionSuspended, "the app is suspended: it neither syncs nor self-heals until spec.suspend is cleared")
-		return nil, "", worker.ErrSkip
+		return nil, worker.ErrSkip
 	}
 	r.condition(ctx, app, v1alpha1.ConditionSuspended, "")
 	r.condition(ctx, app, v1alpha1.ConditionUnsupportedFields, unsupportedMessage(app))
 	started := time.Now()
 	if err := checkDestination(app.Spec.Destination); err != nil {
 		r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, err.Error())
-		return nil, "", worker.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
+		return nil, worker.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
 	}
 	r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, "")
 	r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StatePending, "ferry is syncing "+app.Name)
-	b, rev, err := r.renderer.Render(ctx, render.Request{App: app, RepoURL: req.GetRepoUrl(), Revision: req.GetRevision()})
+	rr, err := r.renderer.RenderWithInputs(ctx, render.Request{App: app, RepoURL: req.GetRepoUrl(), Revision: req.GetRevision()})
 	r.metrics.observe("render", started, err)
 	if err != nil {
 		err = fmt.Errorf("render failed: %w", err)
 		if render.IsTransient(err) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver {
 			r.log.WarnContext(ctx, "render failed, will retry", "app", ns+"/"+name, "error", err)
-			return nil, "", err
+			return nil, err
 		}
-		return nil, "", r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
+		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
-	return b, rev, nil
+	out := &ferryv1.RenderResult{Bundle: rr.Bundle, Revision: rr.Revision}
+	for _, in := range rr.Inputs {
+		out.Inputs = append(out.Inputs, &ferryv1.InputPath{RepoUrl: in.RepoURL, Path: in.Path, Shallow: in.Shallow})
+	}
+	return out, nil
 }
 
 // retryOrFail retries a failed sync under the app's retry policy, noting
@@ -264,6 +268,12 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	rec := apply.SyncRecord{
 		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx), SpanID: sc.SpanID().String(),
 		BundleHash: b.GetHash(), StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
+	}
+	if len(req.GetInputs()) > 0 || req.GetTrigger() != ferryv1.Trigger_TRIGGER_DRIFT && !req.GetPostSync() {
+		rec.Inputs = []v1alpha1.InputPath{}
+		for _, in := range req.GetInputs() {
+			rec.Inputs = append(rec.Inputs, v1alpha1.InputPath{RepoURL: in.GetRepoUrl(), Path: in.GetPath(), Shallow: in.GetShallow()})
+		}
 	}
 	if err := apply.RecordSync(ctx, r.applier.Dynamic(), ns, name, rec); err != nil {
 		return nil, err

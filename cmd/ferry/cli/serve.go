@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -267,11 +269,26 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 
-	gitCache, err := render.NewGitCache(o.DataDir + "/git")
+	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
-	renderer := render.New(gitCache, render.Options{Timeout: o.RenderTimeout}, log)
+	creds, err := newSecretCredentials(ctx, kube, o.Namespace, log)
+	if err != nil {
+		return err
+	}
+	caps, err := discoveryCapabilities(cfg)
+	if err != nil {
+		return err
+	}
+	gitCache, err := render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds))
+	if err != nil {
+		return err
+	}
+	renderer := render.New(gitCache, render.Options{
+		Timeout: o.RenderTimeout, ChartCacheDir: filepath.Join(o.DataDir, "charts"),
+		Credentials: creds, Capabilities: caps,
+	}, log)
 	metrics := newMetrics(queue, renderer)
 	ingestMetrics := ingest.NewMetrics(metrics.reg)
 	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){

@@ -156,6 +156,9 @@ type ApplicationStatus struct {
 type InputPath struct {
 	RepoURL string `json:"repoURL"`
 	Path    string `json:"path"`
+	// Shallow means only the files directly in Path count: a directory
+	// source without recurse reads nothing below it.
+	Shallow bool `json:"shallow,omitempty"`
 }
 
 // SyncStatus compares the cluster with Git.

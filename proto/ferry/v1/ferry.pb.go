@@ -660,6 +660,132 @@ func (x *BundleRef) GetObjectCount() int32 {
 	return 0
 }
 
+// InputPath is a repository path a render read: what a push must touch to
+// change the render.
+type InputPath struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RepoUrl string                 `protobuf:"bytes,1,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
+	Path    string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// shallow means only the files directly in path count (a directory
+	// source without recurse), not those in folders below it.
+	Shallow       bool `protobuf:"varint,3,opt,name=shallow,proto3" json:"shallow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InputPath) Reset() {
+	*x = InputPath{}
+	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputPath) ProtoMessage() {}
+
+func (x *InputPath) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputPath.ProtoReflect.Descriptor instead.
+func (*InputPath) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *InputPath) GetRepoUrl() string {
+	if x != nil {
+		return x.RepoUrl
+	}
+	return ""
+}
+
+func (x *InputPath) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *InputPath) GetShallow() bool {
+	if x != nil {
+		return x.Shallow
+	}
+	return false
+}
+
+// RenderResult is what a render worker produced for a sync request.
+type RenderResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bundle *Bundle                `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// revision is the commit (or chart version) rendered.
+	Revision      string       `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Inputs        []*InputPath `protobuf:"bytes,3,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderResult) Reset() {
+	*x = RenderResult{}
+	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderResult) ProtoMessage() {}
+
+func (x *RenderResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderResult.ProtoReflect.Descriptor instead.
+func (*RenderResult) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RenderResult) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *RenderResult) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *RenderResult) GetInputs() []*InputPath {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
 // ApplyRequest asks the apply worker to bring an app to a rendered bundle.
 type ApplyRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -675,14 +801,17 @@ type ApplyRequest struct {
 	PostSync bool `protobuf:"varint,8,opt,name=post_sync,json=postSync,proto3" json:"post_sync,omitempty"`
 	// links point at the traces this apply follows, such as the last sync a
 	// drift re-apply restores.
-	Links         []*TraceLink `protobuf:"bytes,9,rep,name=links,proto3" json:"links,omitempty"`
+	Links []*TraceLink `protobuf:"bytes,9,rep,name=links,proto3" json:"links,omitempty"`
+	// inputs are the paths the render read, recorded in the app's status for
+	// dispatch; empty for re-applies.
+	Inputs        []*InputPath `protobuf:"bytes,10,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +823,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[6]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +836,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{6}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyRequest) GetApp() *AppRef {
@@ -773,6 +902,13 @@ func (x *ApplyRequest) GetLinks() []*TraceLink {
 	return nil
 }
 
+func (x *ApplyRequest) GetInputs() []*InputPath {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
 // Bundle is the rendered output of an app: objects as canonical JSON
 // documents, in the order the sources gave them. It is content only (no app,
 // no revision), stored compressed in the object store under its hash and
@@ -788,7 +924,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +936,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[7]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +949,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{7}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Bundle) GetHash() string {
@@ -847,7 +983,7 @@ type ResourceResult struct {
 
 func (x *ResourceResult) Reset() {
 	*x = ResourceResult{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +995,7 @@ func (x *ResourceResult) String() string {
 func (*ResourceResult) ProtoMessage() {}
 
 func (x *ResourceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[8]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1008,7 @@ func (x *ResourceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceResult.ProtoReflect.Descriptor instead.
 func (*ResourceResult) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{8}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResourceResult) GetGroup() string {
@@ -943,7 +1079,7 @@ type SyncResult struct {
 
 func (x *SyncResult) Reset() {
 	*x = SyncResult{}
-	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1091,7 @@ func (x *SyncResult) String() string {
 func (*SyncResult) ProtoMessage() {}
 
 func (x *SyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_ferry_proto_msgTypes[9]
+	mi := &file_ferry_v1_ferry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1104,7 @@ func (x *SyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResult.ProtoReflect.Descriptor instead.
 func (*SyncResult) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{9}
+	return file_ferry_v1_ferry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SyncResult) GetApp() *AppRef {
@@ -1091,7 +1227,15 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\tBundleRef\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
-	"\fobject_count\x18\x03 \x01(\x05R\vobjectCount\"\xeb\x02\n" +
+	"\fobject_count\x18\x03 \x01(\x05R\vobjectCount\"T\n" +
+	"\tInputPath\x12\x19\n" +
+	"\brepo_url\x18\x01 \x01(\tR\arepoUrl\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\ashallow\x18\x03 \x01(\bR\ashallow\"\x81\x01\n" +
+	"\fRenderResult\x12(\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x10.ferry.v1.BundleR\x06bundle\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12+\n" +
+	"\x06inputs\x18\x03 \x03(\v2\x13.ferry.v1.InputPathR\x06inputs\"\x98\x03\n" +
 	"\fApplyRequest\x12\"\n" +
 	"\x03app\x18\x01 \x01(\v2\x10.ferry.v1.AppRefR\x03app\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12+\n" +
@@ -1102,7 +1246,9 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\frequested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x19\n" +
 	"\brepo_url\x18\a \x01(\tR\arepoUrl\x12\x1b\n" +
 	"\tpost_sync\x18\b \x01(\bR\bpostSync\x12)\n" +
-	"\x05links\x18\t \x03(\v2\x13.ferry.v1.TraceLinkR\x05links\"6\n" +
+	"\x05links\x18\t \x03(\v2\x13.ferry.v1.TraceLinkR\x05links\x12+\n" +
+	"\x06inputs\x18\n" +
+	" \x03(\v2\x13.ferry.v1.InputPathR\x06inputs\"6\n" +
 	"\x06Bundle\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x18\n" +
 	"\aobjects\x18\x02 \x03(\fR\aobjects\"\xb8\x01\n" +
@@ -1157,7 +1303,7 @@ func file_ferry_v1_ferry_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_v1_ferry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ferry_v1_ferry_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_ferry_v1_ferry_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_ferry_v1_ferry_proto_goTypes = []any{
 	(Trigger)(0),                  // 0: ferry.v1.Trigger
 	(SyncPhase)(0),                // 1: ferry.v1.SyncPhase
@@ -1167,35 +1313,40 @@ var file_ferry_v1_ferry_proto_goTypes = []any{
 	(*TraceLink)(nil),             // 5: ferry.v1.TraceLink
 	(*SyncRequest)(nil),           // 6: ferry.v1.SyncRequest
 	(*BundleRef)(nil),             // 7: ferry.v1.BundleRef
-	(*ApplyRequest)(nil),          // 8: ferry.v1.ApplyRequest
-	(*Bundle)(nil),                // 9: ferry.v1.Bundle
-	(*ResourceResult)(nil),        // 10: ferry.v1.ResourceResult
-	(*SyncResult)(nil),            // 11: ferry.v1.SyncResult
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*InputPath)(nil),             // 8: ferry.v1.InputPath
+	(*RenderResult)(nil),          // 9: ferry.v1.RenderResult
+	(*ApplyRequest)(nil),          // 10: ferry.v1.ApplyRequest
+	(*Bundle)(nil),                // 11: ferry.v1.Bundle
+	(*ResourceResult)(nil),        // 12: ferry.v1.ResourceResult
+	(*SyncResult)(nil),            // 13: ferry.v1.SyncResult
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_ferry_v1_ferry_proto_depIdxs = []int32{
 	3,  // 0: ferry.v1.PushEvent.commits:type_name -> ferry.v1.Commit
-	12, // 1: ferry.v1.PushEvent.received_at:type_name -> google.protobuf.Timestamp
+	14, // 1: ferry.v1.PushEvent.received_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: ferry.v1.SyncRequest.app:type_name -> ferry.v1.AppRef
 	0,  // 3: ferry.v1.SyncRequest.trigger:type_name -> ferry.v1.Trigger
-	12, // 4: ferry.v1.SyncRequest.requested_at:type_name -> google.protobuf.Timestamp
+	14, // 4: ferry.v1.SyncRequest.requested_at:type_name -> google.protobuf.Timestamp
 	5,  // 5: ferry.v1.SyncRequest.links:type_name -> ferry.v1.TraceLink
-	2,  // 6: ferry.v1.ApplyRequest.app:type_name -> ferry.v1.AppRef
-	7,  // 7: ferry.v1.ApplyRequest.bundle:type_name -> ferry.v1.BundleRef
-	0,  // 8: ferry.v1.ApplyRequest.trigger:type_name -> ferry.v1.Trigger
-	12, // 9: ferry.v1.ApplyRequest.requested_at:type_name -> google.protobuf.Timestamp
-	5,  // 10: ferry.v1.ApplyRequest.links:type_name -> ferry.v1.TraceLink
-	2,  // 11: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
-	1,  // 12: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
-	10, // 13: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
-	12, // 14: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
-	12, // 15: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 16: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 6: ferry.v1.RenderResult.bundle:type_name -> ferry.v1.Bundle
+	8,  // 7: ferry.v1.RenderResult.inputs:type_name -> ferry.v1.InputPath
+	2,  // 8: ferry.v1.ApplyRequest.app:type_name -> ferry.v1.AppRef
+	7,  // 9: ferry.v1.ApplyRequest.bundle:type_name -> ferry.v1.BundleRef
+	0,  // 10: ferry.v1.ApplyRequest.trigger:type_name -> ferry.v1.Trigger
+	14, // 11: ferry.v1.ApplyRequest.requested_at:type_name -> google.protobuf.Timestamp
+	5,  // 12: ferry.v1.ApplyRequest.links:type_name -> ferry.v1.TraceLink
+	8,  // 13: ferry.v1.ApplyRequest.inputs:type_name -> ferry.v1.InputPath
+	2,  // 14: ferry.v1.SyncResult.app:type_name -> ferry.v1.AppRef
+	1,  // 15: ferry.v1.SyncResult.phase:type_name -> ferry.v1.SyncPhase
+	12, // 16: ferry.v1.SyncResult.resources:type_name -> ferry.v1.ResourceResult
+	14, // 17: ferry.v1.SyncResult.started_at:type_name -> google.protobuf.Timestamp
+	14, // 18: ferry.v1.SyncResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 19: ferry.v1.SyncResult.trigger:type_name -> ferry.v1.Trigger
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_ferry_proto_init() }
@@ -1209,7 +1360,7 @@ func file_ferry_v1_ferry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_ferry_proto_rawDesc), len(file_ferry_v1_ferry_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
