@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/cmd/ferry/cli"
@@ -45,52 +47,45 @@ type Result struct {
 }
 
 const (
-	appName   = "blog"
-	appNS     = "blog"
-	oldImage  = "ghcr.io/example/blog:1.0.0"
-	newImage  = "ghcr.io/example/blog:1.1.0"
 	repoName  = "platform/gitops"
 	namespace = "ferry"
+	oldTag    = "1.0.0"
+	newTag    = "1.1.0"
+	oldImage  = "ghcr.io/example/blog:" + oldTag
+	newImage  = "ghcr.io/example/blog:" + newTag
+	blogFile  = "components/apps/blog/values.yaml"
 )
 
-func deploymentYAML(image string) string {
-	return `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: blog
-  labels: {app: blog}
-spec:
-  replicas: 0
-  selector:
-    matchLabels: {app: blog}
-  template:
-    metadata:
-      labels: {app: blog}
-    spec:
-      containers:
-        - name: blog
-          image: ` + image + `
-          ports:
-            - containerPort: 8080
-`
+// seedDir finds integration/testdata/seed, the example repository laid out
+// like the seed's: a root app over components/ with Helm, Kustomize and
+// plain-manifest child apps.
+func seedDir() (string, error) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "integration", "testdata", "seed"), nil
 }
 
-const serviceYAML = `apiVersion: v1
-kind: Service
-metadata:
-  name: blog
-spec:
-  selector: {app: blog}
-  ports:
-    - port: 80
-      targetPort: 8080
-`
-
-const namespaceYAML = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: blog
-`
+// commitSeed copies the example repository into repo, with its URL filled
+// in, and commits it.
+func commitSeed(ctx context.Context, repo *gitserver.Repo, dir string) (string, error) {
+	err := filepath.WalkDir(filepath.Join(dir, "components"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		return repo.SetFile(filepath.ToSlash(rel), strings.ReplaceAll(string(b), "{{REPO_URL}}", repo.URL()))
+	})
+	if err != nil {
+		return "", err
+	}
+	return repo.CommitAndPush(ctx, "the platform: blog (Helm), ingress (Kustomize), certs (manifests)")
+}
 
 // Run performs the demo and returns what it saw.
 func Run(ctx context.Context, o Options) (*Result, error) {
@@ -125,21 +120,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := map[string]string{
-		"components/blog/namespace.yaml":  namespaceYAML,
-		"components/blog/deployment.yaml": deploymentYAML(oldImage),
-		"components/blog/service.yaml":    serviceYAML,
-	}
-	for p, c := range files {
-		if err := repo.SetFile(p, c); err != nil {
-			return nil, err
-		}
-	}
-	first, err := repo.CommitAndPush(ctx, "blog: first release")
+	seed, err := seedDir()
 	if err != nil {
 		return nil, err
 	}
-	step("git repository %s at %.12s (components/blog: Deployment %s)", repo.URL(), first, oldImage)
+	first, err := commitSeed(ctx, repo, seed)
+	if err != nil {
+		return nil, err
+	}
+	step("git repository %s at %.12s, laid out like the seed: components/ with blog (Helm, image %s), ingress (Kustomize), certs (plain manifests)", repo.URL(), first, oldImage)
 
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
@@ -175,26 +164,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	step("ferry serve listening on http://%s (embedded NATS, data in %s)", info.HTTPAddr, so.DataDir)
 
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
-	app := &v1alpha1.Application{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.APIVersion, Kind: v1alpha1.Kind},
-		ObjectMeta: metav1.ObjectMeta{Name: appName, Namespace: namespace},
-		Spec: v1alpha1.ApplicationSpec{
-			Source:      &v1alpha1.ApplicationSource{RepoURL: repo.URL(), TargetRevision: "HEAD", Path: "components/blog"},
-			Destination: v1alpha1.Destination{Server: "https://kubernetes.default.svc", Namespace: appNS},
-			SyncPolicy:  &v1alpha1.SyncPolicy{Automated: &v1alpha1.Automated{Prune: true, SelfHeal: true}},
-		},
-	}
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(app)
+	rootYAML, err := os.ReadFile(filepath.Join(seed, "root.yaml"))
 	if err != nil {
 		return nil, err
 	}
-	delete(obj, "status")
-	if _, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("creating Application %s: %w", appName, err)
+	root := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(strings.ReplaceAll(string(rootYAML), "{{REPO_URL}}", repo.URL())), &root.Object); err != nil {
+		return nil, err
 	}
-	step("Application %s/%s created (path components/blog, automated)", namespace, appName)
-	// Let ferry's informer see the new Application before the first push.
-	time.Sleep(300 * time.Millisecond)
+	if _, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Create(ctx, root, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("creating the root Application: %w", err)
+	}
+	step("root Application %s/root created: it syncs components/ and the child apps it declares", namespace)
 
 	send := func(delivery, before, after string, modified []string) (time.Time, error) {
 		body := webhook.Push{
@@ -214,11 +195,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	waitImage := func(revision, image string) (*v1alpha1.Application, error) {
-		deadline := time.Now().Add(time.Minute)
+		deadline := time.Now().Add(2 * time.Minute)
 		for time.Now().Before(deadline) {
-			d, err := kube.AppsV1().Deployments(appNS).Get(ctx, "blog", metav1.GetOptions{})
+			d, err := kube.AppsV1().Deployments("blog").Get(ctx, "blog", metav1.GetOptions{})
 			if err == nil && d.Spec.Template.Spec.Containers[0].Image == image {
-				u, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Get(ctx, appName, metav1.GetOptions{})
+				u, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Get(ctx, "blog", metav1.GetOptions{})
 				if err == nil {
 					var got v1alpha1.Application
 					if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &got) == nil && got.Status.Sync.Revision == revision {
@@ -232,26 +213,35 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		return nil, fmt.Errorf("image %s at %.12s did not reach the cluster within a minute", image, revision)
+		return nil, fmt.Errorf("image %s at %.12s did not reach the cluster within two minutes", image, revision)
 	}
 
-	if _, err := send("demo-1", strings.Repeat("0", 40), first, []string{"components/blog/deployment.yaml"}); err != nil {
-		return nil, err
-	}
 	if _, err := waitImage(first, oldImage); err != nil {
 		return nil, err
 	}
-	step("first sync applied %s", oldImage)
-
-	if err := repo.SetFile("components/blog/deployment.yaml", deploymentYAML(newImage)); err != nil {
-		return nil, err
-	}
-	second, err := repo.CommitAndPush(ctx, "ci: bump blog to 1.1.0")
+	apps, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
-	step("CI commit %.12s bumps the image tag to 1.1.0; sending the signed push webhook", second)
-	sent, err := send("demo-2", first, second, []string{"components/blog/deployment.yaml"})
+	var names []string
+	for _, a := range apps.Items {
+		names = append(names, a.GetName())
+	}
+	step("first sync done: Applications %s; blog runs %s", strings.Join(names, ", "), oldImage)
+
+	values, err := os.ReadFile(filepath.Join(seed, blogFile))
+	if err != nil {
+		return nil, err
+	}
+	if err := repo.SetFile(blogFile, strings.Replace(string(values), `tag: "`+oldTag+`"`, `tag: "`+newTag+`"`, 1)); err != nil {
+		return nil, err
+	}
+	second, err := repo.CommitAndPush(ctx, "ci: bump blog to "+newTag)
+	if err != nil {
+		return nil, err
+	}
+	step("CI commit %.12s bumps the blog's image tag to %s in %s; sending the signed push webhook", second, newTag, blogFile)
+	sent, err := send("demo-2", first, second, []string{blogFile})
 	if err != nil {
 		return nil, err
 	}
@@ -263,14 +253,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if n := len(got.Status.History); n > 0 {
 		res.TraceID = got.Status.History[n-1].TraceID
 	}
-	step("synced %s/%s at %.12s in %s (push to applied), trace %s", namespace, appName, second, res.PushToApplied.Round(time.Millisecond), res.TraceID)
+	step("synced %s/blog at %.12s in %s (push to applied), trace %s", namespace, second, res.PushToApplied.Round(time.Millisecond), res.TraceID)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "    KIND\tNAMESPACE\tNAME\tRESULT")
 	for _, r := range got.Status.Resources {
 		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", r.Kind, r.Namespace, r.Name, r.Status)
 	}
 	_ = tw.Flush()
-	d, err := kube.AppsV1().Deployments(appNS).Get(ctx, "blog", metav1.GetOptions{})
+	d, err := kube.AppsV1().Deployments("blog").Get(ctx, "blog", metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
