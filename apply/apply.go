@@ -166,7 +166,8 @@ type ObjectResult struct {
 	// Hook is the hook phase for hook objects, empty otherwise.
 	Hook HookPhase
 
-	cause error // for IsTransient
+	cause  error           // for IsTransient
+	health *ResourceHealth // from the apply's response, when there was one
 }
 
 // ObjectRef identifies an object.
@@ -200,6 +201,10 @@ type Result struct {
 	// Noop says the sync found everything in place and made no write
 	// request.
 	Noop bool
+	// Health is the app's health judged from the objects the API server
+	// returned to this sync's applies, when every object was applied; the
+	// status records it at once, so the Monitor need not write it again.
+	Health AppHealth
 	// Err is the failure of the sync as an outcome to record: objects the
 	// API server rejected (*ApplyError), a failed hook (*HookError), or a
 	// refused empty bundle (ErrEmptyBundle). Nil when the sync succeeded.

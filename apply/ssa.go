@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -249,7 +250,8 @@ func (r *run) applyObject(ctx context.Context, o *object) outcome {
 	case out.GetResourceVersion() == o.obs.rv:
 		action = ActionUnchanged
 	}
-	return outcome{result: ObjectResult{Ref: o.ref, Action: action}, entry: r.entryFor(o, ferryFields(out))}
+	h := objectHealth(o.ref, out)
+	return outcome{result: ObjectResult{Ref: o.ref, Action: action, health: &h}, entry: r.entryFor(o, ferryFields(out))}
 }
 
 // ssa server-side-applies u, forcing ferry's ownership.
@@ -269,20 +271,49 @@ func (a *Applier) ssa(ctx context.Context, ri dynamic.ResourceInterface, u *unst
 // observeAll reads the live state of every main object whose kind is
 // served, in parallel.
 func (r *run) observeAll(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.a.opts.Parallelism)
-	for _, o := range r.plan.main {
-		if o.mapping == nil {
-			continue
+	observe := func(objs []*object) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(r.a.opts.Parallelism)
+		for _, o := range objs {
+			g.Go(func() error {
+				if err := r.a.observe(gctx, o); err != nil {
+					return fmt.Errorf("%s: reading live object failed: %w", o.ref, err)
+				}
+				return nil
+			})
 		}
-		g.Go(func() error {
-			if err := r.a.observe(gctx, o); err != nil {
-				return fmt.Errorf("%s: reading live object failed: %w", o.ref, err)
-			}
-			return nil
-		})
+		return g.Wait()
 	}
-	return g.Wait()
+	// Namespaces first: objects in a namespace that does not exist yet do
+	// not exist either, so a cold sync of an app with its own Namespace
+	// reads one object instead of all of them.
+	var namespaces, rest []*object
+	for _, o := range r.plan.main {
+		switch {
+		case o.mapping == nil:
+		case o.gk.Group == "" && o.gk.Kind == "Namespace":
+			namespaces = append(namespaces, o)
+		default:
+			rest = append(rest, o)
+		}
+	}
+	if err := observe(namespaces); err != nil {
+		return err
+	}
+	missing := map[string]bool{}
+	for _, o := range namespaces {
+		if o.obs != nil && !o.obs.exists {
+			missing[o.ref.Name] = true
+		}
+	}
+	rest = slices.DeleteFunc(rest, func(o *object) bool {
+		if o.namespaced && missing[o.ref.Namespace] {
+			o.obs = &observation{}
+			return true
+		}
+		return false
+	})
+	return observe(rest)
 }
 
 // applySteps applies the main objects step by step. It records every

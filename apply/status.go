@@ -133,6 +133,9 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 		if rec.Inputs != nil {
 			st.Inputs = rec.Inputs
 		}
+		if h := rec.Result; h != nil && h.Health.Status != "" {
+			st.Health = v1alpha1.HealthStatus{Status: string(h.Health.Status), Message: h.Health.Message}
+		}
 		st.Resources = current
 	}
 	op.Phase = phase

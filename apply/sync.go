@@ -203,8 +203,15 @@ func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructur
 		}
 	}
 	inv.Entries = entryList(entries)
-	if err := a.writeInventory(ctx, inv, &rv); err != nil {
-		return nil, err
+	// The first sync of an app skips this write, which is a fifth of a
+	// cold sync's writes: what it creates carries the managed label and
+	// the app annotation, every failure path below records the inventory,
+	// and a crash leaves the job to JetStream, whose redelivery applies
+	// the same objects and records them.
+	if rv != "" {
+		if err := a.writeInventory(ctx, inv, &rv); err != nil {
+			return nil, err
+		}
 	}
 
 	final := func(outcome error) (*Result, error) {
@@ -301,6 +308,7 @@ func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructur
 		inv.Digest = oldInv.Digest
 	}
 	r.res.PostSyncPending = inv.PostSync != "" && inv.PostSync == p.digest
+	r.res.Health = healthFromApplies(r.res.Objects)
 	return final(nil)
 }
 
@@ -510,4 +518,24 @@ func (a *Applier) Uninstall(ctx context.Context, app string) (*Result, error) {
 		return res, fmt.Errorf("deleting inventory of %s: %w", app, err)
 	}
 	return res, nil
+}
+
+// healthFromApplies is the app's health from the objects this sync applied,
+// or the zero AppHealth when some object was not applied (unchanged ones
+// came back without a body to judge).
+func healthFromApplies(objs []ObjectResult) AppHealth {
+	var hs []ResourceHealth
+	for _, o := range objs {
+		switch {
+		case o.Action == ActionPruned:
+		case o.health == nil:
+			return AppHealth{}
+		default:
+			hs = append(hs, *o.health)
+		}
+	}
+	if len(hs) == 0 {
+		return AppHealth{}
+	}
+	return appHealth(hs)
 }
