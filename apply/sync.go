@@ -308,7 +308,10 @@ func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructur
 		inv.Digest = oldInv.Digest
 	}
 	r.res.PostSyncPending = inv.PostSync != "" && inv.PostSync == p.digest
+	_, hspan := tracer().Start(ctx, "apply.health")
 	r.res.Health = healthFromApplies(r.res.Objects)
+	hspan.SetAttributes(attribute.String("ferry.health", string(r.res.Health.Status)))
+	hspan.End()
 	return final(nil)
 }
 

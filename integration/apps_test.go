@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -201,6 +202,29 @@ func TestApplicationPolicies(t *testing.T) {
 			a := getApp(t, dyn, "ferry", "elsewhere")
 			return strings.Contains(a.Status.LastError, "not the cluster ferry runs in"), a.Status.LastError
 		})
+	})
+
+	t.Run("the CRD's schema rejects invalid Applications", func(t *testing.T) {
+		bad := map[string]string{
+			"no source":            `{"destination":{"namespace":"x"}}`,
+			"no destination":       `{"source":{"repoURL":"https://example.com/r.git"}}`,
+			"an empty repoURL":     `{"source":{"repoURL":""},"destination":{}}`,
+			"a negative retry":     `{"source":{"repoURL":"r"},"destination":{},"syncPolicy":{"retry":{"limit":-5}}}`,
+			"a bad duration":       `{"source":{"repoURL":"r"},"destination":{},"syncPolicy":{"retry":{"backoff":{"duration":"soon"}}}}`,
+			"prune as a string":    `{"source":{"repoURL":"r"},"destination":{},"syncPolicy":{"automated":{"prune":"yes"}}}`,
+			"a parameter nameless": `{"source":{"repoURL":"r","helm":{"parameters":[{"value":"v"}]}},"destination":{}}`,
+		}
+		for name, spec := range bad {
+			var obj map[string]any
+			if err := json.Unmarshal([]byte(`{"apiVersion":"ferry.dev/v1alpha1","kind":"Application","metadata":{"name":"invalid","namespace":"ferry"},"spec":`+spec+`}`), &obj); err != nil {
+				t.Fatal(err)
+			}
+			_, err := dyn.Resource(appGVR).Namespace("ferry").Create(t.Context(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+			if err == nil {
+				t.Errorf("an Application with %s was accepted", name)
+				_ = dyn.Resource(appGVR).Namespace("ferry").Delete(t.Context(), "invalid", metav1.DeleteOptions{})
+			}
+		}
 	})
 
 	t.Run("the CLI lists, shows and tells the history of apps", func(t *testing.T) {

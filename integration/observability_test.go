@@ -251,7 +251,7 @@ func TestObservability(t *testing.T) {
 	good := lastEntry()
 
 	t.Run("one trace per sync, its chain intact across NATS", func(t *testing.T) {
-		want := []string{"ingest.webhook", "dispatch", "render", "git.fetch", "apply", "status"}
+		want := []string{"ingest.webhook", "dispatch", "render", "git.fetch", "directory.render", "apply", "apply.stage", "apply.health", "status"}
 		var spans []*tracepb.Span
 		eventually(t, "the spans to be exported", func() (bool, string) {
 			spans = receiver.trace(good.TraceID)

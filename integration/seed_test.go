@@ -44,7 +44,7 @@ func writeSeed(t *testing.T, repo *gitserver.Repo, argo bool) string {
 				"apiVersion: ferry.dev/v1alpha1", "apiVersion: argoproj.io/v1alpha1",
 				"namespace: ferry\n", "namespace: argocd\n",
 				"ferry.dev/resources-finalizer", "resources-finalizer.argocd.argoproj.io",
-				"spec:\n", "spec:\n  project: default\n",
+				"spec:\n", "spec:\n  project: default\n  revisionHistoryLimit: 3\n",
 			).Replace(text)
 		}
 		rel, _ := filepath.Rel(root, p)
@@ -244,4 +244,10 @@ func TestSeedRepositoryWrittenForArgoCD(t *testing.T) {
 	if spec, _, _ := unstructured.NestedString(u.Object, "spec", "project"); spec != "default" {
 		t.Errorf("project %q, want it kept", spec)
 	}
+	eventually(t, "the unsupported field to be reported in the app's conditions", func() (bool, string) {
+		a := getApp(t, dyn, "ferry", "blog")
+		return slices.ContainsFunc(a.Status.Conditions, func(c v1alpha1.Condition) bool {
+			return c.Type == v1alpha1.ConditionUnsupportedFields && strings.Contains(c.Message, "spec.revisionHistoryLimit")
+		}), fmt.Sprintf("%+v", a.Status.Conditions)
+	})
 }
