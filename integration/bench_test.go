@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -279,6 +280,30 @@ func BenchmarkColdSync(b *testing.B) {
 	go func() { served <- cli.Serve(ctx, o) }()
 	info := <-ready
 	startup := time.Since(start)
+	if path := os.Getenv("FERRY_BENCH_APISERVER_PROFILE"); path != "" {
+		// A CPU profile of kube-apiserver while ferry syncs, to see where
+		// the API server's work goes.
+		go func() {
+			rc, err := rest.RESTClientFor(func() *rest.Config {
+				c := rest.CopyConfig(cp.Config)
+				c.GroupVersion = &schema.GroupVersion{Version: "v1"}
+				c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+				c.APIPath = "/api"
+				c.Timeout = time.Minute
+				return c
+			}())
+			if err != nil {
+				b.Log(err)
+				return
+			}
+			data, err := rc.Get().AbsPath("/debug/pprof/profile").Param("seconds", "4").DoRaw(context.Background())
+			if err != nil {
+				b.Log(err)
+				return
+			}
+			_ = os.WriteFile(path, data, 0o644)
+		}()
+	}
 	f := &ferry{url: "http://" + info.HTTPAddr, info: info}
 	// Count finished syncs from ferry's result stream rather than by
 	// listing Applications: a poll of the API server would load the very

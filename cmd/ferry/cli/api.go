@@ -122,9 +122,10 @@ func (a *api) app(w http.ResponseWriter, r *http.Request) (*v1alpha1.Application
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	if app, ok := a.app(w, r); ok {
-		app.APIVersion, app.Kind = v1alpha1.APIVersion, v1alpha1.Kind
-		app.ManagedFields = nil
-		writeJSON(w, http.StatusOK, app)
+		out := *app // the store's copy is shared
+		out.APIVersion, out.Kind = v1alpha1.APIVersion, v1alpha1.Kind
+		out.ManagedFields = nil
+		writeJSON(w, http.StatusOK, &out)
 	}
 }
 

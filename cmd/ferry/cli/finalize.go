@@ -36,7 +36,7 @@ func hasResourcesFinalizer(app *v1alpha1.Application) bool {
 
 func (f *finalizer) register(ctx context.Context, s *appStore) error {
 	check := func(obj any) {
-		app, err := decodeApp(obj)
+		app, err := s.decode(obj)
 		if err != nil || app.DeletionTimestamp == nil || !hasResourcesFinalizer(app) {
 			return
 		}
@@ -61,10 +61,7 @@ func (f *finalizer) register(ctx context.Context, s *appStore) error {
 		AddFunc:    check,
 		UpdateFunc: func(_, obj any) { check(obj) },
 		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			app, err := decodeApp(obj)
+			app, err := s.decode(obj)
 			if err != nil {
 				return
 			}

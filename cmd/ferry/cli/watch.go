@@ -23,7 +23,7 @@ func (s *appStore) watchSpecs(ctx context.Context, pub ingest.SyncPublisher, log
 	var mu sync.Mutex
 	enqueued := map[string]int64{}
 	enqueue := func(obj any) {
-		app, err := decodeApp(obj)
+		app, err := s.decode(obj)
 		if err != nil || app.DeletionTimestamp != nil || app.Spec.Suspend || !app.Spec.IsAutomated() {
 			return
 		}
@@ -59,10 +59,8 @@ func (s *appStore) watchSpecs(ctx context.Context, pub ingest.SyncPublisher, log
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: func(obj any) {
 			// A recreated app starts again at generation 1.
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if app, err := decodeApp(obj); err == nil {
+			defer s.forget(obj)
+			if app, err := s.decode(obj); err == nil {
 				mu.Lock()
 				delete(enqueued, app.Namespace+"/"+app.Name)
 				mu.Unlock()
