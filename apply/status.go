@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -50,31 +51,12 @@ func RecordSync(ctx context.Context, dyn dynamic.Interface, namespace, name stri
 	ctx, span := tracer().Start(ctx, "status")
 	defer span.End()
 	span.SetAttributes(attribute.String("ferry.app", namespace+"/"+name), attribute.String("ferry.revision", rec.Revision))
-	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
-	// The first read comes from the watch cache; a conflict means it was
-	// stale, and the retries read from etcd.
-	opts := metav1.GetOptions{ResourceVersion: "0"}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, opts)
-		opts = metav1.GetOptions{}
-		if err != nil {
-			return err
-		}
-		var app v1alpha1.Application
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
-			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
-		}
+	err := UpdateStatus(ctx, dyn, namespace, name, func(u *unstructured.Unstructured, st *v1alpha1.ApplicationStatus) bool {
 		if rec.Generation == 0 {
 			rec.Generation = u.GetGeneration()
 		}
-		applyRecord(&app.Status, rec)
-		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
-		if err != nil {
-			return err
-		}
-		u.Object["status"] = status
-		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager})
-		return err
+		applyRecord(st, rec)
+		return true
 	})
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
@@ -178,30 +160,8 @@ const ConditionDrift = "Drift"
 // objects (Synced again once they are back, if the last sync succeeded).
 // It writes only when something changed, and retries on conflicts.
 func RecordStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, s AppStatus) error {
-	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
-	// The first read comes from the watch cache; a conflict means it was
-	// stale, and the retries read from etcd.
-	opts := metav1.GetOptions{ResourceVersion: "0"}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, opts)
-		opts = metav1.GetOptions{}
-		if err != nil {
-			return err
-		}
-		var app v1alpha1.Application
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
-			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
-		}
-		if !applyStatus(&app.Status, s, time.Now()) {
-			return nil
-		}
-		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
-		if err != nil {
-			return err
-		}
-		u.Object["status"] = status
-		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager})
-		return err
+	err := UpdateStatus(ctx, dyn, namespace, name, func(_ *unstructured.Unstructured, st *v1alpha1.ApplicationStatus) bool {
+		return applyStatus(st, s, time.Now())
 	})
 	if err != nil {
 		return fmt.Errorf("recording status of %s/%s: %w", namespace, name, err)
@@ -255,4 +215,34 @@ func conditionsWithoutTime(cs []v1alpha1.Condition) []v1alpha1.Condition {
 		out[i] = c
 	}
 	return out
+}
+
+// UpdateStatus changes an Application's status with mutate, which reports
+// whether it changed anything (nothing is written when it did not). The
+// first read comes from the API server's watch cache; a conflict means it
+// was stale, and the retries read from etcd.
+func UpdateStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, mutate func(*unstructured.Unstructured, *v1alpha1.ApplicationStatus) bool) error {
+	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
+	opts := metav1.GetOptions{ResourceVersion: "0"}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := ri.Get(ctx, name, opts)
+		opts = metav1.GetOptions{}
+		if err != nil {
+			return err
+		}
+		var app v1alpha1.Application
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
+			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
+		}
+		if !mutate(u, &app.Status) {
+			return nil
+		}
+		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
+		if err != nil {
+			return err
+		}
+		u.Object["status"] = status
+		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
 }

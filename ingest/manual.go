@@ -61,91 +61,54 @@ type SyncResponse struct {
 	RequestID string `json:"requestID"`
 }
 
-// ManualSync handles POST /api/v1/apps/{namespace}/{name}/sync: it enqueues
-// a sync with trigger manual. The optional JSON body {"revision": "..."}
-// pins the revision; otherwise the app's targetRevision is followed.
-type ManualSync struct {
-	apps  AppGetter
-	pub   SyncPublisher
-	token []byte
-	log   *slog.Logger
+// Trigger handles the mutating app calls, POST .../sync and
+// POST .../rollback: it checks the bearer token, reads the optional JSON
+// body {"revision": "..."}, finds the app and enqueues the sync.
+type Trigger struct {
+	apps     AppGetter
+	pub      SyncPublisher
+	token    []byte
+	log      *slog.Logger
+	verb     string
+	trigger  ferryv1.Trigger
+	revision func(app *v1alpha1.Application, asked string) (string, *APIError)
 }
 
-// NewManualSync returns the manual sync handler.
-func NewManualSync(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *ManualSync {
+// NewManualSync returns the handler of POST /api/v1/apps/{namespace}/{name}/sync:
+// a sync with trigger manual, at the asked revision or else the app's
+// targetRevision.
+func NewManualSync(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Trigger {
+	return newTrigger(apps, pub, token, log, "sync", ferryv1.Trigger_TRIGGER_MANUAL,
+		func(_ *v1alpha1.Application, asked string) (string, *APIError) { return asked, nil })
+}
+
+// NewRollback returns the handler of POST /api/v1/apps/{namespace}/{name}/rollback:
+// it re-applies a revision from the app's history, as Argo CD does, and only
+// while automated sync is off (otherwise Git would win again at once). By
+// default the revision is the last successful one before the current.
+func NewRollback(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Trigger {
+	return newTrigger(apps, pub, token, log, "rollback", ferryv1.Trigger_TRIGGER_ROLLBACK,
+		func(app *v1alpha1.Application, asked string) (string, *APIError) {
+			if app.Spec.IsAutomated() {
+				return "", &APIError{Code: "automated_sync_enabled", Message: "rollback is refused while automated sync is on: turn off spec.syncPolicy.automated first"}
+			}
+			rev, err := RollbackTarget(app, asked)
+			if err != nil {
+				return "", &APIError{Code: "no_such_revision", Message: err.Error()}
+			}
+			return rev, nil
+		})
+}
+
+func newTrigger(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger, verb string, t ferryv1.Trigger,
+	revision func(*v1alpha1.Application, string) (string, *APIError)) *Trigger {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &ManualSync{apps: apps, pub: pub, token: token, log: log}
+	return &Trigger{apps: apps, pub: pub, token: token, log: log, verb: verb, trigger: t, revision: revision}
 }
 
-func (m *ManualSync) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !Authorize(w, r, m.token) {
-		return
-	}
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
-	var body struct {
-		Revision string `json:"revision"`
-	}
-	if r.ContentLength != 0 {
-		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-		if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			WriteAPIError(w, http.StatusBadRequest, "bad_request", "body must be JSON like {\"revision\": \"<sha>\"}: "+err.Error())
-			return
-		}
-	}
-	app, err := m.apps.GetApplication(r.Context(), ns, name)
-	if errors.Is(err, ErrAppNotFound) {
-		WriteAPIError(w, http.StatusNotFound, "not_found", "application "+ns+"/"+name+" not found")
-		return
-	}
-	if err != nil {
-		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-		return
-	}
-	var repo string
-	if srcs := app.Spec.AllSources(); len(srcs) > 0 {
-		repo = srcs[0].RepoURL
-	}
-	id := "manual-" + timestamppb.Now().AsTime().Format("20060102T150405.000000000")
-	req := &ferryv1.SyncRequest{
-		App:         &ferryv1.AppRef{Namespace: ns, Name: name},
-		RepoUrl:     repo,
-		Revision:    body.Revision,
-		Trigger:     ferryv1.Trigger_TRIGGER_MANUAL,
-		DeliveryId:  id,
-		RequestedAt: timestamppb.Now(),
-	}
-	if err := m.pub.PublishSync(r.Context(), req); err != nil {
-		m.log.Error("manual sync not enqueued", "app", ns+"/"+name, "error", err)
-		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", "the sync queue is unavailable; try again")
-		return
-	}
-	m.log.Info("manual sync enqueued", "app", ns+"/"+name, "revision", body.Revision)
-	writeJSON(w, http.StatusAccepted, SyncResponse{Status: "queued", App: ns + "/" + name, Revision: body.Revision, RequestID: id})
-}
-
-// Rollback handles POST /api/v1/apps/{namespace}/{name}/rollback: it
-// re-applies a revision from the app's history, as Argo CD does, and only
-// while automated sync is off (otherwise Git would win again at once). The
-// optional JSON body {"revision": "..."} names the revision; by default it
-// is the last successful one before the current.
-type Rollback struct {
-	apps  AppGetter
-	pub   SyncPublisher
-	token []byte
-	log   *slog.Logger
-}
-
-// NewRollback returns the rollback handler.
-func NewRollback(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Rollback {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Rollback{apps: apps, pub: pub, token: token, log: log}
-}
-
-func (h *Rollback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Trigger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !Authorize(w, r, h.token) {
 		return
 	}
@@ -168,29 +131,30 @@ func (h *Rollback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 		return
 	}
-	if app.Spec.IsAutomated() {
-		WriteAPIError(w, http.StatusConflict, "automated_sync_enabled", "rollback is refused while automated sync is on: turn off spec.syncPolicy.automated first")
-		return
-	}
-	rev, err := RollbackTarget(app, body.Revision)
-	if err != nil {
-		WriteAPIError(w, http.StatusBadRequest, "no_such_revision", err.Error())
+	rev, refused := h.revision(app, body.Revision)
+	if refused != nil {
+		status := http.StatusBadRequest
+		if refused.Code == "automated_sync_enabled" {
+			status = http.StatusConflict
+		}
+		WriteAPIError(w, status, refused.Code, refused.Message)
 		return
 	}
 	var repo string
 	if srcs := app.Spec.AllSources(); len(srcs) > 0 {
 		repo = srcs[0].RepoURL
 	}
-	id := "rollback-" + timestamppb.Now().AsTime().Format("20060102T150405.000000000")
+	id := h.verb + "-" + timestamppb.Now().AsTime().Format("20060102T150405.000000000")
 	req := &ferryv1.SyncRequest{
 		App: &ferryv1.AppRef{Namespace: ns, Name: name}, RepoUrl: repo, Revision: rev,
-		Trigger: ferryv1.Trigger_TRIGGER_ROLLBACK, DeliveryId: id, RequestedAt: timestamppb.Now(),
+		Trigger: h.trigger, DeliveryId: id, RequestedAt: timestamppb.Now(),
 	}
 	if err := h.pub.PublishSync(r.Context(), req); err != nil {
+		h.log.ErrorContext(r.Context(), h.verb+" not enqueued", "app", ns+"/"+name, "error", err)
 		WriteAPIError(w, http.StatusServiceUnavailable, "unavailable", "the sync queue is unavailable; try again")
 		return
 	}
-	h.log.Info("rollback enqueued", "app", ns+"/"+name, "revision", rev)
+	h.log.InfoContext(r.Context(), h.verb+" enqueued", "app", ns+"/"+name, "revision", rev)
 	writeJSON(w, http.StatusAccepted, SyncResponse{Status: "queued", App: ns + "/" + name, Revision: rev, RequestID: id})
 }
 

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/ingest"
@@ -53,29 +51,11 @@ func setCondition(st *v1alpha1.ApplicationStatus, typ, message string) {
 // update changes an Application's status with mutate, retrying on
 // conflicts, and skips the write when nothing changed.
 func (c conditionWriter) update(ctx context.Context, namespace, name string, mutate func(*v1alpha1.ApplicationStatus)) error {
-	ri := c.dyn.Resource(apply.ApplicationsResource).Namespace(namespace)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		var app v1alpha1.Application
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
-			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
-		}
-		before, _ := json.Marshal(app.Status)
-		mutate(&app.Status)
-		after, _ := json.Marshal(app.Status)
-		if bytes.Equal(before, after) {
-			return nil
-		}
-		st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
-		if err != nil {
-			return err
-		}
-		u.Object["status"] = st
-		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: apply.FieldManager})
-		return err
+	return apply.UpdateStatus(ctx, c.dyn, namespace, name, func(_ *unstructured.Unstructured, st *v1alpha1.ApplicationStatus) bool {
+		before, _ := json.Marshal(st)
+		mutate(st)
+		after, _ := json.Marshal(st)
+		return !bytes.Equal(before, after)
 	})
 }
 
