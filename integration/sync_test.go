@@ -323,6 +323,23 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 		sent := push(t, "delivery-2", first, second, "components/web/config.yaml")
 		waitSynced(t, second, "hello again")
 		t.Logf("push to applied: %s", time.Since(sent).Round(time.Millisecond))
+
+		t.Run("a late push of the older commit does not roll the app back", func(t *testing.T) {
+			before := f.results(t)["web"]
+			push(t, "delivery-late", strings.Repeat("0", 40), first, "components/web/config.yaml")
+			f.quiet(t)
+			app := getApp(t, dyn, "ferry", "web")
+			cm, err := kube.CoreV1().ConfigMaps("web").Get(t.Context(), "web-config", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if app.Status.Sync.Revision != second || cm.Data["greeting"] != "hello again" {
+				t.Errorf("after a late push of %.8s the app is at %.8s with greeting %q", first, app.Status.Sync.Revision, cm.Data["greeting"])
+			}
+			if after := f.results(t)["web"]; after != before {
+				t.Errorf("the late push synced the app (%d results, want %d)", after, before)
+			}
+		})
 	})
 
 	t.Run("a wrong signature gets 401 and publishes nothing", func(t *testing.T) {

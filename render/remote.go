@@ -93,3 +93,31 @@ func (c *GitCache) ChangedFiles(ctx context.Context, repoURL, from, to string) (
 	slices.Sort(files)
 	return files, nil
 }
+
+// IsAncestor reports whether commit older is a strict ancestor of commit
+// newer in repoURL, fetching when either is missing. Sync uses it so that a
+// late push of an older commit never rolls an app back.
+func (c *GitCache) IsAncestor(ctx context.Context, repoURL, older, newer string) (bool, error) {
+	if older == newer {
+		return false, nil
+	}
+	a, err := c.Resolve(ctx, repoURL, older)
+	if err != nil {
+		return false, err
+	}
+	b, err := c.Resolve(ctx, repoURL, newer)
+	if err != nil {
+		return false, err
+	}
+	a.repo.mu.RLock()
+	defer a.repo.mu.RUnlock()
+	oc, err := a.repo.repo.CommitObject(a.Commit)
+	if err != nil {
+		return false, err
+	}
+	nc, err := b.repo.repo.CommitObject(b.Commit)
+	if err != nil {
+		return false, err
+	}
+	return oc.IsAncestor(nc)
+}

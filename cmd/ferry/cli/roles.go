@@ -27,6 +27,7 @@ import (
 type roles struct {
 	apps     *appStore
 	renderer *render.Renderer
+	git      *render.GitCache
 	applier  *apply.Applier
 	status   conditionWriter
 	// namespace is ferry's own: where child Applications go.
@@ -87,6 +88,9 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 		return nil, worker.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
 	}
 	r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, "")
+	if r.stale(ctx, app, req) {
+		return nil, worker.ErrSkip
+	}
 	r.report(app, req.GetRepoUrl(), req.GetRevision(), ingest.StatePending, "ferry is syncing "+app.Name)
 	rr, err := r.renderer.RenderWithInputs(ctx, render.Request{App: app, RepoURL: req.GetRepoUrl(), Revision: req.GetRevision()})
 	r.metrics.observe("render", started, err)
@@ -103,6 +107,33 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 		out.Inputs = append(out.Inputs, &ferryv1.InputPath{RepoUrl: in.RepoURL, Path: in.Path, Shallow: in.Shallow})
 	}
 	return out, nil
+}
+
+// stale reports whether a push or poll asks for a commit older than the one
+// the app already runs (a late redelivery, say): newest wins, so the job
+// is dropped rather than rolling the app back. Rollbacks are asked for on
+// purpose, through their own trigger.
+func (r *roles) stale(ctx context.Context, app *v1alpha1.Application, req *ferryv1.SyncRequest) bool {
+	t := req.GetTrigger()
+	current := app.Status.Sync.Revision
+	if (t != ferryv1.Trigger_TRIGGER_PUSH && t != ferryv1.Trigger_TRIGGER_POLL) || req.GetRevision() == "" || current == "" || current == req.GetRevision() {
+		return false
+	}
+	for _, src := range app.Spec.AllSources() {
+		if v1alpha1.NormalizeRepoURL(src.RepoURL) != v1alpha1.NormalizeRepoURL(req.GetRepoUrl()) {
+			continue
+		}
+		older, err := r.git.IsAncestor(ctx, src.RepoURL, req.GetRevision(), current)
+		if err != nil {
+			r.log.WarnContext(ctx, "could not tell whether a pushed commit is older than the running one", "app", app.Namespace+"/"+app.Name, "error", err)
+			return false
+		}
+		if older {
+			r.log.InfoContext(ctx, "pushed commit is older than the one the app runs; skipped", "app", app.Namespace+"/"+app.Name, "current", current)
+		}
+		return older
+	}
+	return false
 }
 
 // retryOrFail retries a failed sync under the app's retry policy, noting

@@ -336,7 +336,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(apps, queue, apiToken, log))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.reg, promhttp.HandlerOpts{}))
-	roles := &roles{apps: apps, renderer: renderer, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, metrics: metrics, statuses: statuses, log: log}
+	roles := &roles{apps: apps, renderer: renderer, git: gitCache, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, metrics: metrics, statuses: statuses, log: log}
 	(&api{apps: apps, jaegerURL: o.JaegerURL, diff: roles.diff}).register(mux)
 
 	ln, err := net.Listen("tcp", o.Listen)
