@@ -96,9 +96,8 @@ func (r *roles) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.
 	r.metrics.observe("render", started, err)
 	if err != nil {
 		err = fmt.Errorf("render failed: %w", err)
-		if render.IsTransient(err) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver {
-			r.log.WarnContext(ctx, "render failed, will retry", "app", ns+"/"+name, "error", err)
-			return nil, err
+		if render.IsTransient(err) {
+			return nil, r.unavailable(ctx, app, req.GetRevision(), req.GetTrigger(), started, err)
 		}
 		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
@@ -134,6 +133,28 @@ func (r *roles) stale(ctx context.Context, app *v1alpha1.Application, req *ferry
 		return older
 	}
 	return false
+}
+
+// unavailable handles a failure of what a sync depends on rather than of
+// the app (the git server unreachable, the API server down): the app shows
+// it in its status and the job is tried again, with a backoff capped at a
+// minute, for as long as it takes. Giving up would lose the revision: the
+// head is already recorded as dispatched. A newer request replaces it.
+func (r *roles) unavailable(ctx context.Context, app *v1alpha1.Application, revision string, trigger ferryv1.Trigger, started time.Time, cause error) error {
+	attempt := worker.Delivery(ctx)
+	d := min(time.Second<<min(attempt-1, 6), time.Minute)
+	msg := fmt.Sprintf("waiting for a dependency, retrying in %s (attempt %d): %v", d, attempt, cause)
+	r.log.WarnContext(ctx, "sync cannot proceed; retrying", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
+	if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
+		st.OperationState = &v1alpha1.OperationState{
+			Phase: v1alpha1.PhaseRunning, Message: msg, Revision: revision, Trigger: triggerName(trigger),
+			StartedAt: metav1.NewTime(started),
+		}
+		st.LastError = cause.Error()
+	}); err != nil {
+		r.log.WarnContext(ctx, "could not record the wait", "app", app.Namespace+"/"+app.Name, "error", err)
+	}
+	return worker.RetryAfter(cause, d)
 }
 
 // retryOrFail retries a failed sync under the app's retry policy, noting
@@ -275,7 +296,7 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	}
 	r.metrics.observe("apply", started, err)
 	if err != nil {
-		return nil, err // the API server or the network: retried by the worker
+		return nil, r.unavailable(ctx, app, req.GetRevision(), req.GetTrigger(), started, err)
 	}
 	applyErr := res.Err
 	for _, o := range res.Objects {
