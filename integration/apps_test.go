@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -55,9 +54,7 @@ func TestApplicationPolicies(t *testing.T) {
 	f := startFerry(t, cp, func(o *cli.ServeOptions) { o.APITokenFile = tokenFile })
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "policies"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "policies")
 	newApp := func(name string, mutate func(*v1alpha1.Application)) {
 		a := &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ferry"},

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -82,9 +81,7 @@ func TestPushSyncsExactlyTheAppsItTouches(t *testing.T) {
 	f := startFerry(t, cp, func(o *cli.ServeOptions) { o.RestConfig = writes.config(cp.Config) })
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fifty"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "fifty")
 	for i := range n {
 		createApp(t, dyn, &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: "ferry"},
@@ -190,9 +187,7 @@ func TestPollerPicksUpACommitWithoutWebhook(t *testing.T) {
 	f := startFerry(t, cp, func(o *cli.ServeOptions) { o.PollInterval = 300 * time.Millisecond })
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "polled"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "polled")
 	createApp(t, dyn, &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "polled", Namespace: "ferry"},
 		Spec: v1alpha1.ApplicationSpec{

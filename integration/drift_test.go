@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -29,9 +28,7 @@ func TestDriftHealthAndSelfHeal(t *testing.T) {
 	f := startFerry(t, cp, func(o *cli.ServeOptions) {})
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "drift"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "drift")
 	for name, selfHeal := range map[string]bool{"healed": true, "reported": false} {
 		createApp(t, dyn, &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ferry"},

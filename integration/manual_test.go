@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -32,9 +31,7 @@ func TestManualSyncThroughTheCLI(t *testing.T) {
 	f := startFerry(t, cp, func(o *cli.ServeOptions) { o.APITokenFile = tokenFile })
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "manual"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "manual")
 	createApp(t, dyn, &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "manual", Namespace: "ferry"},
 		Spec: v1alpha1.ApplicationSpec{

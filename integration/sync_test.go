@@ -116,6 +116,13 @@ func createApp(t *testing.T, dyn dynamic.Interface, app *v1alpha1.Application) {
 	}
 }
 
+func createNamespace(t *testing.T, kube kubernetes.Interface, name string) {
+	t.Helper()
+	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+}
+
 func getApp(t *testing.T, dyn dynamic.Interface, ns, name string) *v1alpha1.Application {
 	t.Helper()
 	u, err := dyn.Resource(appGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
@@ -195,9 +202,7 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 	f := startFerry(t, cp)
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "web")
 	createApp(t, dyn, &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ferry"},
 		Spec: v1alpha1.ApplicationSpec{

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -46,9 +45,7 @@ func TestUnreachableGitServerLosesNothing(t *testing.T) {
 	startFerry(t, cp)
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
-	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flaky"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	createNamespace(t, kube, "flaky")
 	createApp(t, dyn, &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "flaky", Namespace: "ferry"},
 		Spec: v1alpha1.ApplicationSpec{

@@ -145,16 +145,23 @@ func (r *roles) unavailable(ctx context.Context, app *v1alpha1.Application, revi
 	d := min(time.Second<<min(attempt-1, 6), time.Minute)
 	msg := fmt.Sprintf("waiting for a dependency, retrying in %s (attempt %d): %v", d, attempt, cause)
 	r.log.WarnContext(ctx, "sync cannot proceed; retrying", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
-	if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
+	r.running(ctx, app, revision, trigger, started, msg, cause)
+	return worker.RetryAfter(cause, d)
+}
+
+// running shows a sync that will be tried again: its operation is Running
+// with msg, and lastError holds the cause.
+func (r *roles) running(ctx context.Context, app *v1alpha1.Application, revision string, trigger ferryv1.Trigger, started time.Time, msg string, cause error) {
+	err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
 		st.OperationState = &v1alpha1.OperationState{
 			Phase: v1alpha1.PhaseRunning, Message: msg, Revision: revision, Trigger: triggerName(trigger),
 			StartedAt: metav1.NewTime(started),
 		}
 		st.LastError = cause.Error()
-	}); err != nil {
-		r.log.WarnContext(ctx, "could not record the wait", "app", app.Namespace+"/"+app.Name, "error", err)
+	})
+	if err != nil {
+		r.log.WarnContext(ctx, "could not record a sync that waits", "app", app.Namespace+"/"+app.Name, "error", err)
 	}
-	return worker.RetryAfter(cause, d)
 }
 
 // retryOrFail retries a failed sync under the app's retry policy, noting
@@ -164,15 +171,7 @@ func (r *roles) retryOrFail(ctx context.Context, app *v1alpha1.Application, revi
 	if d, ok := retryDelay(app, attempt); ok {
 		msg := fmt.Sprintf("retrying in %s (attempt %d failed): %v", d, attempt, cause)
 		r.log.WarnContext(ctx, "sync failed; retrying under the app's retry policy", "app", app.Namespace+"/"+app.Name, "attempt", attempt, "retry_in", d, "error", cause)
-		if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) {
-			st.OperationState = &v1alpha1.OperationState{
-				Phase: v1alpha1.PhaseRunning, Message: msg, Revision: revision, Trigger: triggerName(trigger),
-				StartedAt: metav1.NewTime(started),
-			}
-			st.LastError = cause.Error()
-		}); err != nil {
-			r.log.WarnContext(ctx, "could not record the retry", "app", app.Namespace+"/"+app.Name, "error", err)
-		}
+		r.running(ctx, app, revision, trigger, started, msg, cause)
 		return worker.RetryAfter(cause, d)
 	}
 	if attempt > 1 {
@@ -318,7 +317,7 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	}
 	sc := trace.SpanContextFromContext(ctx)
 	rec := apply.SyncRecord{
-		Revision: req.GetRevision(), Trigger: triggerName(req.GetTrigger()), TraceID: traceID(ctx), SpanID: sc.SpanID().String(),
+		Revision: req.GetRevision(), Trigger: applyTrigger(req), TraceID: traceID(ctx), SpanID: sc.SpanID().String(),
 		BundleHash: b.GetHash(), StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
 	}
 	if len(req.GetInputs()) > 0 || req.GetTrigger() != ferryv1.Trigger_TRIGGER_DRIFT && !req.GetPostSync() {
@@ -340,8 +339,16 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	}
 	out := r.result(req, started, rec.FinishedAt, rec.TraceID, res, applyErr)
 	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
-		"objects", len(res.Objects), "trigger", triggerName(req.GetTrigger()), "duration", rec.FinishedAt.Sub(started))
+		"objects", len(res.Objects), "trigger", applyTrigger(req), "duration", rec.FinishedAt.Sub(started))
 	return out, nil
+}
+
+// applyTrigger names what an apply job does, for the history.
+func applyTrigger(req *ferryv1.ApplyRequest) string {
+	if req.GetPostSync() {
+		return "postsync"
+	}
+	return triggerName(req.GetTrigger())
 }
 
 func (r *roles) result(req *ferryv1.ApplyRequest, started, finished time.Time, trace string, res *apply.Result, applyErr error) *ferryv1.SyncResult {
