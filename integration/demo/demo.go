@@ -267,7 +267,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	fmt.Fprintf(out, "    deployment/blog image in the cluster: %s\n", d.Spec.Template.Spec.Containers[0].Image)
 
 	if o.Stay {
-		step("still running: webhooks at http://%s/webhooks/github, kubectl --kubeconfig %s get applications -n %s. Ctrl-C stops everything.", info.HTTPAddr, cp.AdminKubeconfig, namespace)
+		step("still running. Try: go run ./cmd/ferry app list --server http://%s (or app get blog, app history blog); kubeconfig %s. Ctrl-C stops everything.", info.HTTPAddr, cp.AdminKubeconfig)
 		<-ctx.Done()
 	}
 	stop()
