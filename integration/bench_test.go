@@ -234,6 +234,9 @@ func BenchmarkColdSync(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
 	var peakHeap atomic.Uint64
 	stopSampling := make(chan struct{})
 	go func() {
@@ -376,6 +379,7 @@ func BenchmarkColdSync(b *testing.B) {
 	b.ReportMetric(cold.Seconds()/floor.Seconds(), "ratio")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "push-p50-ms")
 	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(float64(peakHeap.Load()-min(base.HeapInuse, peakHeap.Load()))/(1<<20), "ferry-heap-MiB")
 	b.ReportMetric(startup.Seconds(), "startup-s")
 	b.ReportMetric(float64(coldWrites)/float64(n), "writes/app")
 	b.ReportMetric(float64(coldReads)/float64(n), "reads/app")
