@@ -289,6 +289,9 @@ func (m *Monitor) acquire(gvr schema.GroupVersionResource) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	inf := dynamicinformer.NewFilteredDynamicInformer(m.dyn, gvr, metav1.NamespaceAll, 0, cache.Indexers{},
 		func(o *metav1.ListOptions) { o.LabelSelector = LabelManaged + "=true" }).Informer()
+	if err := inf.SetTransform(slimManagedFields); err != nil {
+		m.log.Warn("informer transform not set", "resource", gvr.String(), "error", err)
+	}
 	handler := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
@@ -440,4 +443,27 @@ func (m *Monitor) settled(app string, st *monitoredApp, drift []Drift) []Drift {
 		m.queue.AddAfter(app, wait)
 	}
 	return out
+}
+
+// slimManagedFields drops the field sets of every manager but ferry's apply
+// from objects the Monitor caches. Drift needs ferry's set (hashed) and the
+// other managers' names and times, never their fields; the sets are most
+// of an object's size, and the cache holds every object ferry manages.
+func slimManagedFields(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	mfs := u.GetManagedFields()
+	if len(mfs) == 0 {
+		return obj, nil
+	}
+	for i := range mfs {
+		if mfs[i].Manager == FieldManager && mfs[i].Operation == metav1.ManagedFieldsOperationApply && mfs[i].Subresource == "" {
+			continue
+		}
+		mfs[i].FieldsV1 = nil
+	}
+	u.SetManagedFields(mfs)
+	return u, nil
 }

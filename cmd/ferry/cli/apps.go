@@ -42,7 +42,16 @@ type decodedApp struct {
 
 func newAppStore(dyn dynamic.Interface, namespace string) *appStore {
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, namespace, nil)
-	return &appStore{factory: f, informer: f.ForResource(apply.ApplicationsResource).Informer(), decoded: map[types.UID]decodedApp{}}
+	inf := f.ForResource(apply.ApplicationsResource).Informer()
+	// ferry never reads an Application's managed fields; dropping them
+	// keeps the cache small.
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			u.SetManagedFields(nil)
+		}
+		return obj, nil
+	})
+	return &appStore{factory: f, informer: inf, decoded: map[types.UID]decodedApp{}}
 }
 
 func (s *appStore) run(ctx context.Context) error {
