@@ -94,11 +94,9 @@ func (a *Applier) observe(ctx context.Context, o *object) error {
 		o.obs = &observation{}
 		return nil
 	}
-	// Read from the API server's watch cache (resourceVersion 0): it spares
-	// etcd a quorum read per object, which on a cold sync of many apps is a
-	// large share of the load. A slightly stale answer costs at most a
-	// write the object did not need; server-side apply decides the rest.
-	live, err := a.resource(o).Get(ctx, o.ref.Name, metav1.GetOptions{ResourceVersion: "0"})
+	// A quorum read: the decision (created, unchanged, another app's) must
+	// see the sync's own last write, which the watch cache may not have yet.
+	live, err := a.resource(o).Get(ctx, o.ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		o.obs = &observation{}
 		return nil

@@ -225,24 +225,39 @@ func UpdateStatus(ctx context.Context, dyn dynamic.Interface, namespace, name st
 	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
 	opts := metav1.GetOptions{ResourceVersion: "0"}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		u, err := ri.Get(ctx, name, opts)
-		opts = metav1.GetOptions{}
-		if err != nil {
-			return err
+		for {
+			fromCache := opts.ResourceVersion == "0"
+			u, err := ri.Get(ctx, name, opts)
+			opts = metav1.GetOptions{}
+			if err != nil {
+				return err
+			}
+			var app v1alpha1.Application
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
+				return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
+			}
+			if !mutate(u, &app.Status) {
+				if fromCache {
+					// "Nothing to change" from a possibly stale copy is
+					// confirmed against etcd; a change is written, and a
+					// stale copy then fails as a conflict and is retried.
+					continue
+				}
+				return nil
+			}
+			return writeStatus(ctx, ri, u, &app.Status)
 		}
-		var app v1alpha1.Application
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &app); err != nil {
-			return fmt.Errorf("decoding application %s/%s: %w", namespace, name, err)
-		}
-		if !mutate(u, &app.Status) {
-			return nil
-		}
-		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&app.Status)
+	})
+}
+
+func writeStatus(ctx context.Context, ri dynamic.ResourceInterface, u *unstructured.Unstructured, st *v1alpha1.ApplicationStatus) error {
+	{
+		status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(st)
 		if err != nil {
 			return err
 		}
 		u.Object["status"] = status
 		_, err = ri.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err
-	})
+	}
 }

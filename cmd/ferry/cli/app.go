@@ -240,7 +240,12 @@ func postAndWait(cmd *cobra.Command, flags *clientFlags, name, verb, revision st
 		if err := c.do(ctx, "GET", path, nil, &app); err != nil {
 			return err
 		}
-		if h := app.Status.History; len(h) > 0 && h[len(h)-1].ID > last {
+		if h := app.Status.History; len(h) > 0 && h[len(h)-1].ID > last && h[len(h)-1].Phase == v1alpha1.PhaseRunning {
+			// Applied; its PostSync hooks wait until the app is Healthy and
+			// end in an entry of their own.
+			last = h[len(h)-1].ID
+			fmt.Fprintf(errw, "waiting for %s/%s: %s\n", flags.namespace, name, h[len(h)-1].Message)
+		} else if len(h) > 0 && h[len(h)-1].ID > last {
 			e := h[len(h)-1]
 			fmt.Fprintf(out, "%s %s at %s after %s: %s\n", verb, strings.ToLower(e.Phase), short(e.Revision), time.Since(start).Round(100*time.Millisecond), e.Message)
 			if e.TraceID != "" {
