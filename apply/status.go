@@ -115,7 +115,10 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 		if rec.Inputs != nil {
 			st.Inputs = rec.Inputs
 		}
-		if h := rec.Result; h != nil && h.Health.Status != "" {
+		// The first sync's health comes from its apply responses, which
+		// spares the Monitor a write; after that the Monitor alone writes
+		// health, so a sync finishing late cannot overwrite a newer report.
+		if h := rec.Result; h != nil && h.Health.Status != "" && st.Health.Status == "" {
 			st.Health = v1alpha1.HealthStatus{Status: string(h.Health.Status), Message: h.Health.Message}
 		}
 		st.Resources = current
