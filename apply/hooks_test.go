@@ -142,14 +142,7 @@ func TestPreSyncJobThatNeverCompletesFailsTheSync(t *testing.T) {
 	if IsTransient(res.Err) {
 		t.Error("IsTransient(hook timeout) = true, want false")
 	}
-	inv, err := a.Inventory(t.Context(), opts.App)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range inv.Entries {
-		names = append(names, e.Name)
-	}
+	_, names := inventoryNames(t, a, opts.App)
 	if d := cmp.Diff([]string{"old"}, names); d != "" {
 		t.Errorf("inventory (-want +got):\n%s", d)
 	}

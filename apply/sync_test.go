@@ -222,14 +222,7 @@ func TestSyncReportsEveryFailureOfAStage(t *testing.T) {
 	if IsTransient(res.Err) {
 		t.Error("IsTransient(invalid objects) = true, want false")
 	}
-	inv, err := a.Inventory(t.Context(), opts.App)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range inv.Entries {
-		names = append(names, e.Name)
-	}
+	inv, names := inventoryNames(t, a, opts.App)
 	if d := cmp.Diff([]string{"fine", "old"}, names); d != "" {
 		t.Errorf("inventory after a partial apply (-want +got):\n%s", d)
 	}
@@ -336,4 +329,18 @@ func mustApp(t *testing.T, doc string) *v1alpha1.Application {
 		t.Fatal(err)
 	}
 	return app
+}
+
+// inventoryNames returns app's inventory and the object names in it.
+func inventoryNames(t *testing.T, a *Applier, app string) (*Inventory, []string) {
+	t.Helper()
+	inv, err := a.Inventory(t.Context(), app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range inv.Entries {
+		names = append(names, e.Name)
+	}
+	return inv, names
 }

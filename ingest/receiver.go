@@ -65,8 +65,9 @@ type provider interface {
 	parse(r *http.Request) (any, error)
 	// rejection maps a parse error to an HTTP answer.
 	rejection(err error) (code int, reason string)
-	// push turns a decoded payload into a push event; ok is false for a
-	// ping (answered 200) and ignore is set for events ferry does not act on.
+	// push turns a decoded payload into a push event: ping is set for a
+	// ping (answered 200), and the event is nil for events ferry does not
+	// act on.
 	push(delivery string, payload any) (ev *ferryv1.PushEvent, ping bool)
 }
 

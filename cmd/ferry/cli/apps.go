@@ -3,14 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -26,18 +24,6 @@ type appStore struct {
 	informer cache.SharedIndexInformer
 	factory  dynamicinformer.DynamicSharedInformerFactory
 	ok       atomic.Bool
-
-	// decoded keeps each Application converted once per resourceVersion:
-	// every job and every informer event reads apps, and converting from
-	// unstructured was a large share of ferry's CPU on a cold sync. The
-	// values are shared, so callers must not modify them.
-	mu      sync.Mutex
-	decoded map[types.UID]decodedApp
-}
-
-type decodedApp struct {
-	rv  string
-	app *v1alpha1.Application
 }
 
 func newAppStore(dyn dynamic.Interface, namespace string) *appStore {
@@ -51,7 +37,7 @@ func newAppStore(dyn dynamic.Interface, namespace string) *appStore {
 		}
 		return obj, nil
 	})
-	return &appStore{factory: f, informer: inf, decoded: map[types.UID]decodedApp{}}
+	return &appStore{factory: f, informer: inf}
 }
 
 func (s *appStore) run(ctx context.Context) error {
@@ -94,42 +80,12 @@ func (s *appStore) Get(namespace, name string) (*v1alpha1.Application, error) {
 	return s.decode(it)
 }
 
-// decode converts an informer object, reusing the last conversion of the
-// same resourceVersion.
+// decode converts an informer object, which may be a deletion tombstone.
 func (s *appStore) decode(obj any) (*v1alpha1.Application, error) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil, fmt.Errorf("unexpected %T in application store", obj)
-	}
-	s.mu.Lock()
-	d, hit := s.decoded[u.GetUID()]
-	s.mu.Unlock()
-	if hit && d.rv == u.GetResourceVersion() {
-		return d.app, nil
-	}
-	app, err := decodeApp(u)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.decoded[u.GetUID()] = decodedApp{rv: u.GetResourceVersion(), app: app}
-	s.mu.Unlock()
-	return app, nil
-}
-
-// forget drops the conversion of a deleted Application.
-func (s *appStore) forget(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		s.mu.Lock()
-		delete(s.decoded, u.GetUID())
-		s.mu.Unlock()
-	}
+	return decodeApp(obj)
 }
 
 func decodeApp(obj any) (*v1alpha1.Application, error) {

@@ -209,20 +209,8 @@ func (r *roles) failed(ctx context.Context, app *v1alpha1.Application, revision 
 // condition sets (message non-empty) or clears a condition, writing only
 // when that changes something.
 func (r *roles) condition(ctx context.Context, app *v1alpha1.Application, typ, message string) {
-	has := false
-	for _, c := range app.Status.Conditions {
-		if c.Type == typ {
-			has = c.Message == message
-			if message == "" {
-				has = false
-			}
-			if has {
-				return
-			}
-			break
-		}
-	}
-	if message == "" && !slices.ContainsFunc(app.Status.Conditions, func(c v1alpha1.Condition) bool { return c.Type == typ }) {
+	i := slices.IndexFunc(app.Status.Conditions, func(c v1alpha1.Condition) bool { return c.Type == typ })
+	if (i < 0 && message == "") || (i >= 0 && app.Status.Conditions[i].Message == message) {
 		return
 	}
 	if err := r.status.update(ctx, app.Namespace, app.Name, func(st *v1alpha1.ApplicationStatus) { setCondition(st, typ, message) }); err != nil {
@@ -301,8 +289,13 @@ func (r *roles) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1
 	for _, o := range res.Objects {
 		r.metrics.objects.WithLabelValues(string(o.Action)).Inc()
 	}
+	if applyErr != nil && apply.IsTransient(applyErr) {
+		// Objects the API server could not take for now (timeouts, too
+		// many requests): the same wait as for an unreachable server.
+		return nil, r.unavailable(ctx, app, req.GetRevision(), req.GetTrigger(), started, applyErr)
+	}
 	if applyErr != nil {
-		if _, ok := retryDelay(app, worker.Delivery(ctx)); ok || (apply.IsTransient(applyErr) && worker.Delivery(ctx) < worker.DefaultConfig().MaxDeliver) {
+		if _, ok := retryDelay(app, worker.Delivery(ctx)); ok {
 			return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, res, applyErr)
 		}
 		if worker.Delivery(ctx) > 1 {

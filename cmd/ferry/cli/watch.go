@@ -59,7 +59,6 @@ func (s *appStore) watchSpecs(ctx context.Context, pub ingest.SyncPublisher, log
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: func(obj any) {
 			// A recreated app starts again at generation 1.
-			defer s.forget(obj)
 			if app, err := s.decode(obj); err == nil {
 				mu.Lock()
 				delete(enqueued, app.Namespace+"/"+app.Name)
