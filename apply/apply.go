@@ -244,6 +244,21 @@ type ApplyError struct {
 	Failed []ObjectResult
 }
 
+// Unwrap returns the errors the failed objects failed with, so that
+// errors.Is and errors.As see them.
+func (e *ApplyError) Unwrap() []error { return causes(e.Failed) }
+
+// causes returns the errors of failed objects, in order.
+func causes(failed []ObjectResult) []error {
+	out := make([]error, 0, len(failed))
+	for _, f := range failed {
+		if f.cause != nil {
+			out = append(out, f.cause)
+		}
+	}
+	return out
+}
+
 func (e *ApplyError) Error() string {
 	msgs := make([]string, 0, len(e.Failed))
 	for _, f := range e.Failed {

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // DiffAction is what a sync would do to an object.
@@ -130,7 +132,7 @@ func (a *Applier) diffPrune(ctx context.Context, app string, e InventoryEntry) (
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading live object failed: %w", e.Ref(), err)
 	}
-	if live.GetAnnotations()[AnnotationApp] != app || pruneDisabled(live.GetAnnotations()) || e.SharedWith != "" {
+	if live.GetAnnotations()[v1alpha1.AnnotationApp] != app || pruneDisabled(live.GetAnnotations()) || e.SharedWith != "" {
 		return nil, nil
 	}
 	return renderDiff(e.Ref(), DiffPrune, live, nil)

@@ -39,7 +39,15 @@
 // Diff shows a server-side dry-run diff of a bundle against the cluster,
 // with Secret values masked.
 //
+// Role is the apply side of an app's lifecycle, run by the queue behind
+// worker.Applier: it applies bundles, records every sync in the app's
+// status and history, keeps its conditions, and decides whether a failed
+// sync is tried again (syncPolicy.retry, or a wait for the API server);
+// the render role hands it its failures too. Finalizer uninstalls apps
+// deleted with the resources finalizer.
+//
 // apply is a library: it talks to the API server through client-go and
-// knows nothing of NATS, git or rendering. It does not retry: IsTransient
-// tells the caller which failures are worth retrying.
+// knows nothing of NATS, git or rendering. It retries nothing itself: it
+// answers with job.RetryAfter or job.Terminal, and IsTransient sorts the
+// failures.
 package apply

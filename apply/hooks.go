@@ -39,8 +39,9 @@ func (e *HookError) Error() string {
 	return fmt.Sprintf("%s hook failed: %s", e.Phase, strings.Join(msgs, "; "))
 }
 
-// Unwrap lets errors.Is(err, ErrHookFailed) match.
-func (e *HookError) Unwrap() error { return ErrHookFailed }
+// Unwrap returns ErrHookFailed, so that errors.Is(err, ErrHookFailed)
+// matches, and then what each failed hook failed with.
+func (e *HookError) Unwrap() []error { return append([]error{ErrHookFailed}, causes(e.Failed)...) }
 
 // hooksOf returns the hooks of phase in the order they run: by weight,
 // then Helm's kind order, then bundle order.

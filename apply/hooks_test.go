@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 func hookJob(name, phase, policy string) string {
@@ -65,7 +67,7 @@ func completeJob(t *testing.T, ns, name string) {
 }
 
 func hookCM(name, phase string) string {
-	return configMap(name, nil, map[string]string{AnnotationHook: phase})
+	return configMap(name, nil, map[string]string{v1alpha1.AnnotationHook: phase})
 }
 
 func TestPreSyncHookRunsFirst(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // Inventory storage: one ConfigMap per app in ferry's namespace, labelled
@@ -156,7 +158,7 @@ func (a *Applier) writeInventory(ctx context.Context, inv *Inventory, rv *string
 		ObjectMeta: metav1.ObjectMeta{
 			Name: InventoryName(inv.App), Namespace: a.opts.InventoryNamespace, ResourceVersion: *rv,
 			Labels:      map[string]string{LabelInventory: "true"},
-			Annotations: map[string]string{AnnotationApp: inv.App},
+			Annotations: map[string]string{v1alpha1.AnnotationApp: inv.App},
 		},
 		Data: map[string]string{InventoryKey: string(data)},
 	}

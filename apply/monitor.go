@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // MonitorOptions tunes a Monitor.
@@ -36,7 +38,7 @@ type MonitorOptions struct {
 	// syncing or PostSync state changes, and at every resync. It is
 	// called from one goroutine, one app at a time, so it should hand
 	// work off (publish a job) rather than do it.
-	OnStatus func(AppStatus)
+	OnStatus func(context.Context, AppStatus)
 }
 
 // DefaultMonitorOptions returns the settings of `ferry serve`.
@@ -66,7 +68,7 @@ func (s AppStatus) OutOfSync() bool { return len(s.Drift) > 0 }
 
 // Monitor tracks the health and drift of every app that has an inventory,
 // from watches: one filtered informer per kind that any app manages
-// (LabelManaged=true), plus one on the inventories. It never holds a sync
+// (v1alpha1.LabelManaged=true), plus one on the inventories. It never holds a sync
 // worker: a sync returns after applying, and the Monitor tells the caller
 // when the app turns Healthy or drifts.
 type Monitor struct {
@@ -288,7 +290,7 @@ func (m *Monitor) acquire(gvr schema.GroupVersionResource) {
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	inf := dynamicinformer.NewFilteredDynamicInformer(m.dyn, gvr, metav1.NamespaceAll, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = LabelManaged + "=true" }).Informer()
+		func(o *metav1.ListOptions) { o.LabelSelector = v1alpha1.LabelManaged + "=true" }).Informer()
 	if err := inf.SetTransform(slimManagedFields); err != nil {
 		m.log.Warn("informer transform not set", "resource", gvr.String(), "error", err)
 	}
@@ -354,7 +356,7 @@ func (m *Monitor) work() {
 			return
 		}
 		if st, deliver := m.assess(app); deliver && m.opts.OnStatus != nil {
-			m.opts.OnStatus(st)
+			m.opts.OnStatus(m.ctx, st)
 		}
 		m.queue.Done(app)
 	}

@@ -27,7 +27,7 @@ func startMonitor(t *testing.T, resync time.Duration, then ...func(AppStatus)) *
 	tm := &testMonitor{}
 	m, err := NewMonitor(testCfg, MonitorOptions{
 		InventoryNamespace: inventoryNS, ResyncPeriod: resync, DriftGrace: 500 * time.Millisecond,
-		OnStatus: func(s AppStatus) {
+		OnStatus: func(_ context.Context, s AppStatus) {
 			tm.mu.Lock()
 			tm.delivered = append(tm.delivered, s)
 			tm.mu.Unlock()

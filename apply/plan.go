@@ -9,43 +9,13 @@ import (
 	"strconv"
 	"strings"
 
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-)
 
-// Annotations and labels ferry reads and writes on managed objects.
-const (
-	// AnnotationApp names the app that owns an object, as namespace/name.
-	// ferry never prunes an object whose AnnotationApp names another app.
-	AnnotationApp = "ferry.dev/app"
-	// LabelManaged is "true" on every object an app's sync applies (not on
-	// hooks). It lets the Monitor's watches filter on the server.
-	LabelManaged = "ferry.dev/managed"
-	// AnnotationSSA set to "if-not-present" makes ferry create the object
-	// when it is missing and otherwise leave it alone.
-	AnnotationSSA = "ferry.dev/ssa"
-	// AnnotationPrune set to "disabled" keeps the object when it leaves Git.
-	AnnotationPrune = "ferry.dev/prune"
-	// AnnotationSyncWave orders objects: lower waves are applied first.
-	AnnotationSyncWave = "ferry.dev/sync-wave"
-	// AnnotationHook makes an object a hook of the named phases
-	// (comma-separated PreSync, Sync, PostSync, SyncFail or Skip).
-	AnnotationHook = "ferry.dev/hook"
-	// AnnotationHookWeight orders hooks of one phase.
-	AnnotationHookWeight = "ferry.dev/hook-weight"
-	// AnnotationHookDeletePolicy lists when a hook is deleted:
-	// BeforeHookCreation (the default), HookSucceeded, HookFailed.
-	AnnotationHookDeletePolicy = "ferry.dev/hook-delete-policy"
-
-	argoHook             = "argocd.argoproj.io/hook"
-	argoHookWeight       = "argocd.argoproj.io/hook-weight"
-	argoHookDeletePolicy = "argocd.argoproj.io/hook-delete-policy"
-	argoSyncWave         = "argocd.argoproj.io/sync-wave"
-	argoSyncOptions      = "argocd.argoproj.io/sync-options"
-	helmHook             = "helm.sh/hook"
-	helmHookWeight       = "helm.sh/hook-weight"
-	helmHookDeletePolicy = "helm.sh/hook-delete-policy"
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // HookPhase is when a hook runs.
@@ -126,7 +96,7 @@ type planInput struct {
 	app, namespace string
 	objects        []*unstructured.Unstructured
 	hooks          bool // honour hook annotations
-	label          bool // set LabelManaged
+	label          bool // set v1alpha1.LabelManaged
 }
 
 // plan prepares the objects. Objects that cannot be applied at all (no
@@ -207,17 +177,17 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 	if u.GetName() == "" {
 		o.ref.Name = u.GetGenerateName()
 	}
-	wave, err := intAnnotation(ann, AnnotationSyncWave, argoSyncWave)
+	wave, err := intAnnotation(ann, v1alpha1.AnnotationSyncWave, v1alpha1.ArgoAnnotationSyncWave)
 	if err != nil {
 		return o, err
 	}
 	o.wave = wave
-	switch v := ann[AnnotationSSA]; strings.ToLower(strings.ReplaceAll(v, "-", "")) {
+	switch v := ann[v1alpha1.AnnotationSSA]; strings.ToLower(strings.ReplaceAll(v, "-", "")) {
 	case "":
 	case "ifnotpresent":
 		o.ifNotPresent = true
 	default:
-		return o, fmt.Errorf("annotation %s: unknown value %q (want if-not-present)", AnnotationSSA, v)
+		return o, fmt.Errorf("annotation %s: unknown value %q (want if-not-present)", v1alpha1.AnnotationSSA, v)
 	}
 
 	// Scope: from the cluster when it serves the kind, else from a CRD in
@@ -268,7 +238,7 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 		if ann == nil {
 			ann = map[string]string{}
 		}
-		ann[AnnotationApp] = pin.app
+		ann[v1alpha1.AnnotationApp] = pin.app
 		u.SetAnnotations(ann)
 	}
 	if pin.label && o.hook == nil {
@@ -276,7 +246,7 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		labels[LabelManaged] = "true"
+		labels[v1alpha1.LabelManaged] = "true"
 		u.SetLabels(labels)
 	}
 	data, err := json.Marshal(u.Object)
@@ -299,12 +269,12 @@ func shortHash(b []byte) string {
 // Helm's. skip reports an object that is never applied (Argo CD's Skip, or
 // a Helm hook of a phase ferry has no equivalent for).
 func parseHook(ann map[string]string) (h *hookSpec, skip bool, err error) {
-	value, helm := ann[AnnotationHook], false
+	value, helm := ann[v1alpha1.AnnotationHook], false
 	if value == "" {
-		value = ann[argoHook]
+		value = ann[v1alpha1.ArgoAnnotationHook]
 	}
-	if value == "" && ann[helmHook] != "" {
-		value, helm = ann[helmHook], true
+	if value == "" && ann[release.HookAnnotation] != "" {
+		value, helm = ann[release.HookAnnotation], true
 	}
 	if value == "" {
 		return nil, false, nil
@@ -313,10 +283,10 @@ func parseHook(ann map[string]string) (h *hookSpec, skip bool, err error) {
 	for _, v := range strings.Split(value, ",") {
 		v = strings.TrimSpace(v)
 		if helm {
-			switch v {
-			case "pre-install", "pre-upgrade":
+			switch release.HookEvent(v) {
+			case release.HookPreInstall, release.HookPreUpgrade:
 				h.phases[HookPreSync] = true
-			case "post-install", "post-upgrade":
+			case release.HookPostInstall, release.HookPostUpgrade:
 				h.phases[HookPostSync] = true
 			}
 			continue
@@ -329,22 +299,22 @@ func parseHook(ann map[string]string) (h *hookSpec, skip bool, err error) {
 		case "PostDelete":
 			// Runs when the app is deleted, which ferry does not do yet.
 		default:
-			return h, false, fmt.Errorf("annotation %s: unknown hook phase %q", AnnotationHook, v)
+			return h, false, fmt.Errorf("annotation %s: unknown hook phase %q", v1alpha1.AnnotationHook, v)
 		}
 	}
 	if len(h.phases) == 0 {
 		return nil, true, nil
 	}
-	h.weight, err = intAnnotation(ann, AnnotationHookWeight, argoHookWeight, helmHookWeight, AnnotationSyncWave, argoSyncWave)
+	h.weight, err = intAnnotation(ann, v1alpha1.AnnotationHookWeight, v1alpha1.ArgoAnnotationHookWeight, release.HookWeightAnnotation, v1alpha1.AnnotationSyncWave, v1alpha1.ArgoAnnotationSyncWave)
 	if err != nil {
 		return h, false, err
 	}
-	policy := ann[AnnotationHookDeletePolicy]
+	policy := ann[v1alpha1.AnnotationHookDeletePolicy]
 	if policy == "" {
-		policy = ann[argoHookDeletePolicy]
+		policy = ann[v1alpha1.ArgoAnnotationHookDeletePolicy]
 	}
 	if policy == "" {
-		policy = ann[helmHookDeletePolicy]
+		policy = ann[release.HookDeleteAnnotation]
 	}
 	for _, v := range strings.Split(policy, ",") {
 		v = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(v), "-", ""))
@@ -353,7 +323,7 @@ func parseHook(ann map[string]string) (h *hookSpec, skip bool, err error) {
 		case deleteBeforeCreation, deleteOnSuccess, deleteOnFailure:
 			h.policy[v] = true
 		default:
-			return h, false, fmt.Errorf("annotation %s: unknown deletion policy %q", AnnotationHookDeletePolicy, v)
+			return h, false, fmt.Errorf("annotation %s: unknown deletion policy %q", v1alpha1.AnnotationHookDeletePolicy, v)
 		}
 	}
 	if len(h.policy) == 0 {
@@ -380,10 +350,10 @@ func intAnnotation(ann map[string]string, keys ...string) (int, error) {
 
 // pruneDisabled reports whether the annotations keep an object from prune.
 func pruneDisabled(ann map[string]string) bool {
-	if strings.EqualFold(ann[AnnotationPrune], "disabled") || strings.EqualFold(ann[AnnotationPrune], "false") {
+	if strings.EqualFold(ann[v1alpha1.AnnotationPrune], "disabled") || strings.EqualFold(ann[v1alpha1.AnnotationPrune], "false") {
 		return true
 	}
-	for _, opt := range strings.Split(ann[argoSyncOptions], ",") {
+	for _, opt := range strings.Split(ann[v1alpha1.ArgoAnnotationSyncOptions], ",") {
 		opt = strings.TrimSpace(opt)
 		if strings.EqualFold(opt, "Prune=false") || strings.EqualFold(opt, "Prune=confirm") {
 			return true
@@ -432,27 +402,23 @@ var clusterScoped = map[schema.GroupKind]bool{
 	{Group: "apiregistration.k8s.io", Kind: "APIService"}:                           true,
 }
 
-// helmKindOrder is Helm's install order of kinds.
-var helmKindOrder = []string{
-	"PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodSecurityPolicy",
-	"PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList", "ConfigMap", "StorageClass",
-	"PersistentVolume", "PersistentVolumeClaim", "CustomResourceDefinition", "ClusterRole",
-	"ClusterRoleList", "ClusterRoleBinding", "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding",
-	"RoleBindingList", "Service", "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
-	"HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress", "APIService",
-}
-
+// kindRanks is Helm's install order, releaseutil.InstallOrder, as ranks.
 var kindRanks = func() map[string]int {
-	m := make(map[string]int, len(helmKindOrder))
-	for i, k := range helmKindOrder {
+	m := make(map[string]int, len(releaseutil.InstallOrder))
+	for i, k := range releaseutil.InstallOrder {
 		m[k] = i
 	}
 	return m
 }()
 
+// kindRank is a kind's place in Helm's install order. Kinds Helm does not
+// list all rank last, so that steps' stable sort keeps them in bundle
+// order. Here ferry parts from Helm, which sorts those kinds by name: that
+// would apply a chart's custom resources in alphabetical order rather than
+// the order their author wrote, a Certificate before the Issuer it needs.
 func kindRank(kind string) int {
 	if r, ok := kindRanks[kind]; ok {
 		return r
 	}
-	return len(helmKindOrder)
+	return len(releaseutil.InstallOrder)
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/release"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 func TestParseHook(t *testing.T) {
@@ -46,20 +49,20 @@ func TestParseHook(t *testing.T) {
 		want hook
 	}{
 		{"a plain object is no hook", map[string]string{"other": "x"}, hook{}},
-		{"ferry's annotations", map[string]string{AnnotationHook: "PreSync", AnnotationHookWeight: "-2", AnnotationHookDeletePolicy: "HookSucceeded"},
+		{"ferry's annotations", map[string]string{v1alpha1.AnnotationHook: "PreSync", v1alpha1.AnnotationHookWeight: "-2", v1alpha1.AnnotationHookDeletePolicy: "HookSucceeded"},
 			hook{Phases: []HookPhase{HookPreSync}, Weight: -2, Policy: []string{deleteOnSuccess}}},
-		{"Argo CD's annotations, with the default policy", map[string]string{argoHook: "PreSync,PostSync", argoSyncWave: "3"},
+		{"Argo CD's annotations, with the default policy", map[string]string{v1alpha1.ArgoAnnotationHook: "PreSync,PostSync", v1alpha1.ArgoAnnotationSyncWave: "3"},
 			hook{Phases: []HookPhase{HookPreSync, HookPostSync}, Weight: 3, Policy: []string{deleteBeforeCreation}}},
-		{"Argo CD's policy names", map[string]string{argoHook: "SyncFail", argoHookDeletePolicy: "HookFailed, BeforeHookCreation"},
+		{"Argo CD's policy names", map[string]string{v1alpha1.ArgoAnnotationHook: "SyncFail", v1alpha1.ArgoAnnotationHookDeletePolicy: "HookFailed, BeforeHookCreation"},
 			hook{Phases: []HookPhase{HookSyncFail}, Policy: []string{deleteBeforeCreation, deleteOnFailure}}},
-		{"Helm's annotations", map[string]string{helmHook: "pre-install,pre-upgrade", helmHookWeight: "5", helmHookDeletePolicy: "hook-succeeded"},
+		{"Helm's annotations", map[string]string{release.HookAnnotation: "pre-install,pre-upgrade", release.HookWeightAnnotation: "5", release.HookDeleteAnnotation: "hook-succeeded"},
 			hook{Phases: []HookPhase{HookPreSync}, Weight: 5, Policy: []string{deleteOnSuccess}}},
-		{"ferry's annotation wins over Argo CD's", map[string]string{AnnotationHook: "PostSync", argoHook: "PreSync"},
+		{"ferry's annotation wins over Argo CD's", map[string]string{v1alpha1.AnnotationHook: "PostSync", v1alpha1.ArgoAnnotationHook: "PreSync"},
 			hook{Phases: []HookPhase{HookPostSync}, Policy: []string{deleteBeforeCreation}}},
-		{"Skip is never applied", map[string]string{argoHook: "Skip"}, hook{Skip: true}},
-		{"a Helm test is never applied", map[string]string{helmHook: "test"}, hook{Skip: true}},
-		{"an unknown phase is an error", map[string]string{AnnotationHook: "Later"}, hook{Err: `annotation ferry.dev/hook: unknown hook phase "Later"`}},
-		{"a bad weight is an error", map[string]string{AnnotationHook: "PreSync", AnnotationHookWeight: "heavy"}, hook{Err: `annotation ferry.dev/hook-weight: "heavy" is not an integer`}},
+		{"Skip is never applied", map[string]string{v1alpha1.ArgoAnnotationHook: "Skip"}, hook{Skip: true}},
+		{"a Helm test is never applied", map[string]string{release.HookAnnotation: "test"}, hook{Skip: true}},
+		{"an unknown phase is an error", map[string]string{v1alpha1.AnnotationHook: "Later"}, hook{Err: `annotation ferry.dev/hook: unknown hook phase "Later"`}},
+		{"a bad weight is an error", map[string]string{v1alpha1.AnnotationHook: "PreSync", v1alpha1.AnnotationHookWeight: "heavy"}, hook{Err: `annotation ferry.dev/hook-weight: "heavy" is not an integer`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,11 +75,11 @@ func TestParseHook(t *testing.T) {
 
 func TestPruneDisabled(t *testing.T) {
 	cases := map[string]bool{
-		"":                               false,
-		AnnotationPrune + "=disabled":    true,
-		argoSyncOptions + "=Prune=false": true,
-		argoSyncOptions + "=ServerSideApply=true,Prune=false": true,
-		argoSyncOptions + "=ServerSideApply=true":             false,
+		"":                                     false,
+		v1alpha1.AnnotationPrune + "=disabled": true,
+		v1alpha1.ArgoAnnotationSyncOptions + "=Prune=false":                      true,
+		v1alpha1.ArgoAnnotationSyncOptions + "=ServerSideApply=true,Prune=false": true,
+		v1alpha1.ArgoAnnotationSyncOptions + "=ServerSideApply=true":             false,
 	}
 	for in, want := range cases {
 		ann := map[string]string{}
@@ -132,5 +135,25 @@ func TestInventoryName(t *testing.T) {
 	long := "ns/" + string(make([]byte, 300))
 	if got := InventoryName(long); len(got) > 253 {
 		t.Errorf("InventoryName of a long app is %d characters", len(got))
+	}
+}
+
+func TestStepsKeepBundleOrderOfKindsHelmDoesNotList(t *testing.T) {
+	var in []*object
+	for i, kind := range []string{"Issuer", "Deployment", "Certificate", "ConfigMap"} {
+		o := &object{stage: stageNamespaced, index: i}
+		o.gk.Kind = kind
+		o.ref.Name = kind
+		in = append(in, o)
+	}
+	var got []string
+	for _, step := range steps(in) {
+		for _, o := range step {
+			got = append(got, o.ref.Name)
+		}
+	}
+	want := []string{"ConfigMap", "Deployment", "Issuer", "Certificate"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("steps (-want +got):\n%s", d)
 	}
 }

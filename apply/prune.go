@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // pruneCandidate is an inventory entry no longer in the bundle.
@@ -57,7 +59,7 @@ func (r *run) candidates() []InventoryEntry {
 // prune deletes the candidates that are this app's alone, in reverse
 // stage order (namespaced objects, then cluster-scoped ones, then
 // Namespaces and CRDs), and with foreground propagation. It never deletes
-// an object that another app owns (AnnotationApp) or declares (its
+// an object that another app owns (v1alpha1.AnnotationApp) or declares (its
 // inventory), one with pruning disabled, or a Namespace holding another
 // app's objects. It returns the entries to keep.
 func (r *run) prune(ctx context.Context, entries []InventoryEntry) ([]InventoryEntry, error) {
@@ -68,7 +70,8 @@ func (r *run) prune(ctx context.Context, entries []InventoryEntry) ([]InventoryE
 	defer span.End()
 
 	cands := make([]*pruneCandidate, len(entries))
-	var g errgroup.Group
+	// The first read that fails ends the prune: stop the others.
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.a.opts.Parallelism)
 	for i, e := range entries {
 		g.Go(func() error {
@@ -96,7 +99,7 @@ func (r *run) prune(ctx context.Context, entries []InventoryEntry) ([]InventoryE
 			default:
 				c.stage = stageNamespaced
 			}
-			live, err := c.ri.Get(ctx, e.Name, metav1.GetOptions{})
+			live, err := c.ri.Get(gctx, e.Name, metav1.GetOptions{})
 			switch {
 			case apierrors.IsNotFound(err), meta.IsNoMatchError(err):
 				return nil
@@ -104,7 +107,7 @@ func (r *run) prune(ctx context.Context, entries []InventoryEntry) ([]InventoryE
 				return fmt.Errorf("%s: reading live object failed: %w", c.ref, err)
 			}
 			c.live = live
-			c.wave, _ = intAnnotation(live.GetAnnotations(), AnnotationSyncWave, argoSyncWave)
+			c.wave, _ = intAnnotation(live.GetAnnotations(), v1alpha1.AnnotationSyncWave, v1alpha1.ArgoAnnotationSyncWave)
 			return nil
 		})
 	}
@@ -203,9 +206,9 @@ func (r *run) pruneOne(ctx context.Context, c *pruneCandidate, others []*Invento
 		return pruneOutcome{} // already gone
 	}
 	ann := c.live.GetAnnotations()
-	if owner := ann[AnnotationApp]; owner != r.app {
+	if owner := ann[v1alpha1.AnnotationApp]; owner != r.app {
 		if owner == "" {
-			return skip(false, "not pruned: annotation %s was removed, so ferry no longer owns it", AnnotationApp)
+			return skip(false, "not pruned: annotation %s was removed, so ferry no longer owns it", v1alpha1.AnnotationApp)
 		}
 		return skip(false, "not pruned: owned by app %s", owner)
 	}

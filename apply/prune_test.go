@@ -6,13 +6,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 func TestPruneSafety(t *testing.T) {
 	t.Run("keeps objects with pruning disabled", func(t *testing.T) {
 		for _, ann := range []map[string]string{
-			{AnnotationPrune: "disabled"},
-			{argoSyncOptions: "Prune=false"},
+			{v1alpha1.AnnotationPrune: "disabled"},
+			{v1alpha1.ArgoAnnotationSyncOptions: "Prune=false"},
 		} {
 			a, _ := newApplier(t)
 			ns := newNamespace(t)
@@ -77,7 +79,7 @@ func TestPruneSafety(t *testing.T) {
 		// B adopts it now that A no longer declares it; B may prune it.
 		res = mustSync(t, a, appB, objects(t, nsDoc, configMap("b", nil, nil)))
 		diffActions(t, map[string]Action{"Namespace/" + shared: ActionConfigured, "ConfigMap/" + shared + "/b": ActionUnchanged}, res)
-		if got := get(t, namespaces, "", shared).GetAnnotations()[AnnotationApp]; got != appB.App {
+		if got := get(t, namespaces, "", shared).GetAnnotations()[v1alpha1.AnnotationApp]; got != appB.App {
 			t.Errorf("owner after adoption = %q, want %q", got, appB.App)
 		}
 	})

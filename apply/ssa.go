@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // run is the state of one Sync, Apply or RunPostSync.
@@ -49,7 +51,7 @@ type observation struct {
 	exists   bool
 	uid      types.UID
 	rv       string
-	owner    string // AnnotationApp
+	owner    string // v1alpha1.AnnotationApp
 	fields   string // hash of ferry's managed fields
 	deleting bool
 }
@@ -111,7 +113,7 @@ func (a *Applier) observe(ctx context.Context, o *object) error {
 func observe(live *unstructured.Unstructured) *observation {
 	return &observation{
 		exists: true, uid: live.GetUID(), rv: live.GetResourceVersion(),
-		owner: live.GetAnnotations()[AnnotationApp], fields: ferryFields(live),
+		owner: live.GetAnnotations()[v1alpha1.AnnotationApp], fields: ferryFields(live),
 		deleting: live.GetDeletionTimestamp() != nil,
 	}
 }
@@ -139,12 +141,12 @@ func (r *run) decide(ctx context.Context, o *object) (decision, string, error) {
 			if o.stage == stageNamespacesAndCRDs && o.gk.Kind == "Namespace" {
 				return decideShared, fmt.Sprintf("shared: owned by app %s, which applies it", obs.owner), nil
 			}
-			return decideOwnedByOther, fmt.Sprintf("owned by app %s (annotation %s); not applied", obs.owner, AnnotationApp), nil
+			return decideOwnedByOther, fmt.Sprintf("owned by app %s (annotation %s); not applied", obs.owner, v1alpha1.AnnotationApp), nil
 		}
 		// The owner no longer declares it: adopt it.
 	}
 	if o.ifNotPresent && obs.exists {
-		return decideExists, fmt.Sprintf("exists; %s: if-not-present", AnnotationSSA), nil
+		return decideExists, fmt.Sprintf("exists; %s: if-not-present", v1alpha1.AnnotationSSA), nil
 	}
 	if r.sync {
 		e, ok := r.inv[o.key()]
@@ -445,38 +447,55 @@ type messageError struct {
 func (e *messageError) Error() string { return e.msg }
 func (e *messageError) Unwrap() error { return e.err }
 
-// IsTransient reports whether err, or a failure inside an *ApplyError or
-// *HookError, is likely to pass on retry: the API server was unreachable,
-// overloaded or timed out. Such a sync is worth retrying with backoff; any
-// other failure is terminal until Git changes.
+// IsTransient reports whether a sync that failed with err is likely to
+// pass on retry.
+//
+// An outcome (an *ApplyError, a *HookError, ErrEmptyBundle) records objects
+// that failed: it is transient only when the API server or the network
+// made one of them fail (unreachable, overloaded, timed out, a write
+// conflict); an object the API server rejected, or a hook that failed, is
+// terminal until Git changes. Any other error is transient, as it is for
+// render.IsTransient: retrying it costs a backoff, giving up on it could
+// lose a revision.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
 	var ae *ApplyError
-	if errors.As(err, &ae) {
-		for _, f := range ae.Failed {
-			if IsTransient(f.cause) {
-				return true
-			}
-		}
-		return false
-	}
 	var he *HookError
-	if errors.As(err, &he) {
-		for _, f := range he.Failed {
-			if IsTransient(f.cause) {
+	if errors.As(err, &ae) || errors.As(err, &he) || errors.Is(err, ErrEmptyBundle) {
+		return anyInTree(err, environmental)
+	}
+	return true
+}
+
+// environmental reports whether err is a failure of the API server or the
+// network rather than of the object sent.
+func environmental(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsConflict(err)
+}
+
+// anyInTree reports whether pred holds for err or for any error it wraps,
+// through both forms of Unwrap.
+func anyInTree(err error, pred func(error) bool) bool {
+	if err == nil {
+		return false
+	}
+	if pred(err) {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return anyInTree(u.Unwrap(), pred)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if anyInTree(e, pred) {
 				return true
 			}
 		}
-		return false
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne),
-		apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
-		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), apierrors.IsConflict(err):
-		return true
 	}
 	return false
 }

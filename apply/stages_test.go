@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // crd returns a namespaced CRD of kind Widget in group, with extra
@@ -102,8 +104,8 @@ func TestSyncOrdersByWaveThenStage(t *testing.T) {
 	t.Cleanup(func() { _, _ = a.Uninstall(t.Context(), inventoryNS+"/"+own) })
 	opts := SyncOptions{App: inventoryNS + "/" + own, Namespace: own}
 	bundle := objects(t,
-		configMap("late", nil, map[string]string{AnnotationSyncWave: "2"}),
-		configMap("early", nil, map[string]string{argoSyncWave: "-1"}),
+		configMap("late", nil, map[string]string{v1alpha1.AnnotationSyncWave: "2"}),
+		configMap("early", nil, map[string]string{v1alpha1.ArgoAnnotationSyncWave: "-1"}),
 		"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+own+"\n  annotations: {ferry.dev/sync-wave: \"-1\"}\n",
 		configMap("middle", nil, nil),
 	)

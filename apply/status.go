@@ -11,15 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
-
-// ApplicationsResource is the GroupVersionResource of ferry Applications.
-var ApplicationsResource = schema.GroupVersionResource{Group: v1alpha1.Group, Version: v1alpha1.Version, Resource: v1alpha1.Resource}
 
 // SyncRecord is the outcome of one sync, as it goes into the status.
 type SyncRecord struct {
@@ -225,7 +221,7 @@ func conditionsWithoutTime(cs []v1alpha1.Condition) []v1alpha1.Condition {
 // first read comes from the API server's watch cache; a conflict means it
 // was stale, and the retries read from etcd.
 func UpdateStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, mutate func(*unstructured.Unstructured, *v1alpha1.ApplicationStatus) bool) error {
-	ri := dyn.Resource(ApplicationsResource).Namespace(namespace)
+	ri := dyn.Resource(v1alpha1.ApplicationsResource).Namespace(namespace)
 	opts := metav1.GetOptions{ResourceVersion: "0"}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		for {

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,6 +75,13 @@ func TestIsTransient(t *testing.T) {
 		{"a hook timeout", &HookError{Failed: []ObjectResult{{cause: ErrHookTimeout}}}, false},
 		{"an empty bundle", ErrEmptyBundle, false},
 		{"a wrapped transient error", errors.Join(errors.New("x"), apierrors.NewServerTimeout(gr, "get", 1)), true},
+		{"an unknown error, as in render", errors.New("connection reset by the moon"), true},
+		{"a hook whose Job failed", &HookError{Failed: []ObjectResult{{cause: errors.New("BackoffLimitExceeded")}}}, false},
+		{"one object invalid and one refused by an overloaded server", &ApplyError{Failed: []ObjectResult{
+			{cause: apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, "x", nil)},
+			{cause: apierrors.NewServiceUnavailable("down")},
+		}}, true},
+		{"an apply error wrapped by the caller", fmt.Errorf("sync: %w", &ApplyError{Failed: []ObjectResult{{cause: apierrors.NewForbidden(gr, "x", errors.New("no"))}}}), false},
 	}
 	for _, c := range cases {
 		if got := IsTransient(c.err); got != c.want {
@@ -94,5 +102,18 @@ func TestUninstallPrunesEverythingAndDropsTheInventory(t *testing.T) {
 	diffActions(t, map[string]Action{"ConfigMap/" + ns + "/a": ActionPruned, "ConfigMap/" + ns + "/b": ActionPruned}, res)
 	if get(t, cmGVR, inventoryNS, InventoryName(opts.App)) != nil {
 		t.Error("the inventory is still there")
+	}
+}
+
+func TestApplyErrorUnwraps(t *testing.T) {
+	invalid := apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, "x", nil)
+	err := fmt.Errorf("sync: %w", &ApplyError{Failed: []ObjectResult{{cause: invalid}}})
+	var st apierrors.APIStatus
+	if !errors.Is(err, invalid) || !errors.As(err, &st) || !apierrors.IsInvalid(err) {
+		t.Fatalf("errors.Is/As do not see the failed object's error through ApplyError: %v", err)
+	}
+	herr := &HookError{Failed: []ObjectResult{{cause: ErrHookTimeout}}}
+	if !errors.Is(herr, ErrHookFailed) || !errors.Is(herr, ErrHookTimeout) {
+		t.Fatal("HookError hides ErrHookFailed or its hook's cause")
 	}
 }

@@ -34,7 +34,7 @@ var ErrNotHealthy = errors.New("app is not healthy")
 // SyncOptions are the per-sync settings, mostly from the Application.
 type SyncOptions struct {
 	// App is namespace/name of the Application; it names the inventory
-	// and goes into AnnotationApp.
+	// and goes into v1alpha1.AnnotationApp.
 	App string
 	// Namespace is destination.namespace, for namespaced objects without
 	// one.
@@ -496,31 +496,6 @@ func (a *Applier) RunPostSync(ctx context.Context, opts SyncOptions, objs []*uns
 		return nil, err
 	}
 	return r.res, nil
-}
-
-// Uninstall prunes every object of app's inventory, with the same safety
-// rules as Sync's prune, and deletes the inventory once it is empty. It is
-// for an Application that was deleted.
-func (a *Applier) Uninstall(ctx context.Context, app string) (*Result, error) {
-	opts := SyncOptions{App: app, Prune: true, AllowEmpty: true, SkipHooks: true}
-	res, err := a.Sync(ctx, opts, nil)
-	if err != nil || res.Err != nil {
-		return res, err
-	}
-	inv, _, err := a.readInventory(ctx, app)
-	if err != nil {
-		return res, err
-	}
-	for _, e := range inv.Entries {
-		if !e.Orphan {
-			return res, nil
-		}
-	}
-	err = a.dyn.Resource(configMaps).Namespace(a.opts.InventoryNamespace).Delete(ctx, InventoryName(app), metav1.DeleteOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return res, fmt.Errorf("deleting inventory of %s: %w", app, err)
-	}
-	return res, nil
 }
 
 // healthFromApplies is the app's health from the objects this sync applied,

@@ -36,11 +36,11 @@ func TestSyncLifecycle(t *testing.T) {
 		if cm == nil {
 			t.Fatal("ConfigMap a was not created")
 		}
-		if got := cm.GetAnnotations()[AnnotationApp]; got != opts.App {
-			t.Errorf("annotation %s = %q, want %q", AnnotationApp, got, opts.App)
+		if got := cm.GetAnnotations()[v1alpha1.AnnotationApp]; got != opts.App {
+			t.Errorf("annotation %s = %q, want %q", v1alpha1.AnnotationApp, got, opts.App)
 		}
-		if got := cm.GetLabels()[LabelManaged]; got != "true" {
-			t.Errorf("label %s = %q, want true", LabelManaged, got)
+		if got := cm.GetLabels()[v1alpha1.LabelManaged]; got != "true" {
+			t.Errorf("label %s = %q, want true", v1alpha1.LabelManaged, got)
 		}
 		inv, err := a.Inventory(t.Context(), opts.App)
 		if err != nil {
@@ -145,7 +145,7 @@ func TestSyncIfNotPresent(t *testing.T) {
 	a, log := newApplier(t)
 	ns := newNamespace(t)
 	opts := SyncOptions{App: inventoryNS + "/" + ns, Namespace: ns}
-	bundle := objects(t, configMap("seed", map[string]string{"v": "initial"}, map[string]string{AnnotationSSA: "if-not-present"}))
+	bundle := objects(t, configMap("seed", map[string]string{"v": "initial"}, map[string]string{v1alpha1.AnnotationSSA: "if-not-present"}))
 
 	res := mustSync(t, a, opts, bundle)
 	diffActions(t, map[string]Action{"ConfigMap/" + ns + "/seed": ActionCreated}, res)
@@ -189,7 +189,7 @@ func TestSyncReportsEveryFailureOfAStage(t *testing.T) {
 		configMap("bad-one", map[string]string{"not a key!": "x"}, nil),
 		configMap("fine", nil, nil),
 		configMap("bad-two", map[string]string{"also bad!": "x"}, nil),
-		configMap("later", nil, map[string]string{AnnotationSyncWave: "1"}),
+		configMap("later", nil, map[string]string{v1alpha1.AnnotationSyncWave: "1"}),
 	)
 	res, err := a.Sync(t.Context(), opts, bundle)
 	if err != nil {
@@ -235,7 +235,7 @@ func TestSyncRejectsInvalidBundleBeforeWriting(t *testing.T) {
 	a, log := newApplier(t)
 	ns := newNamespace(t)
 	bundle := objects(t, configMap("fine", nil, nil), "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
-		configMap("wave", nil, map[string]string{AnnotationSyncWave: "soon"}))
+		configMap("wave", nil, map[string]string{v1alpha1.AnnotationSyncWave: "soon"}))
 	res, err := a.Sync(t.Context(), SyncOptions{App: inventoryNS + "/" + ns, Namespace: ns}, bundle)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-github/v62/github"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
+	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
+	"github.com/ferrycd/ferry/proto/job"
 )
 
 // CommitStatusOptions configures commit status reporting.
@@ -126,6 +128,28 @@ func (c *CommitStatus) Report(namespace, name, repoURL, revision, state, descrip
 	}
 }
 
+// ReportResult sets the final status of the sync res ended: failure with
+// its message, or success. Self-heal re-applies and the PostSync phase
+// alone report only failures: their commit already has its success.
+func (c *CommitStatus) ReportResult(res *ferryv1.SyncResult) {
+	app := res.GetApp()
+	switch {
+	case res.GetPhase() == ferryv1.SyncPhase_SYNC_PHASE_FAILED:
+		c.Report(app.GetNamespace(), app.GetName(), res.GetRepoUrl(), res.GetRevision(), StateFailure, res.GetMessage())
+	case res.GetPhase() == ferryv1.SyncPhase_SYNC_PHASE_SUCCEEDED && !res.GetPostSync() && res.GetTrigger() != ferryv1.Trigger_TRIGGER_DRIFT:
+		n := 0
+		for _, r := range res.GetResources() {
+			if r.GetAction() != "pruned" {
+				n++
+			}
+		}
+		c.Report(app.GetNamespace(), app.GetName(), res.GetRepoUrl(), res.GetRevision(), StateSuccess, fmt.Sprintf("synced %d objects", n))
+	}
+}
+
+// statusBackoff spaces the tries of a status the API refused.
+var statusBackoff = job.Backoff{First: time.Second, Factor: 2}
+
 // Start posts queued statuses until ctx is done.
 func (c *CommitStatus) Start(ctx context.Context) error {
 	for {
@@ -140,7 +164,6 @@ func (c *CommitStatus) Start(ctx context.Context) error {
 
 func (c *CommitStatus) post(ctx context.Context, j statusJob) {
 	log := c.log.With("repo", j.owner+"/"+j.repo, "revision", j.sha, "context", j.status.GetContext(), "state", j.status.GetState())
-	backoff := time.Second
 	deadline := time.Now().Add(c.opts.MaxRateLimitWait)
 	for attempt := 1; ; attempt++ {
 		_, _, err := c.client.Repositories.CreateStatus(ctx, j.owner, j.repo, j.sha, j.status)
@@ -148,7 +171,7 @@ func (c *CommitStatus) post(ctx context.Context, j statusJob) {
 			log.Debug("commit status posted")
 			return
 		}
-		wait := backoff
+		wait := statusBackoff.Delay(attempt)
 		var rl *github.RateLimitError
 		var abuse *github.AbuseRateLimitError
 		switch {
@@ -161,7 +184,6 @@ func (c *CommitStatus) post(ctx context.Context, j statusJob) {
 			wait = *abuse.RetryAfter
 			attempt--
 		default:
-			backoff *= 2
 			if attempt >= c.opts.MaxAttempts {
 				log.Warn("commit status not posted; giving up", "attempts", attempt, "error", err)
 				return

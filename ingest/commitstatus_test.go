@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ferrycd/ferry/ingest"
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
+	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 )
 
 // statusAPI is a stand-in for GitHub's REST API that speaks the documented
@@ -118,6 +120,43 @@ func TestCommitStatus(t *testing.T) {
 		defer api.mu.Unlock()
 		if api.attempts != 2 {
 			t.Errorf("%d requests, want 2 (the rate-limited one, then the retry)", api.attempts)
+		}
+	})
+
+	t.Run("dispatch sets pending, and the sync's result sets the final state", func(t *testing.T) {
+		api := &statusAPI{}
+		cs := start(t, api)
+		r := uniqueRepo(t)
+		d := ingest.NewDispatcher(apps{app("blog", v1alpha1.ApplicationSource{RepoURL: r, Path: "a"})}, queue, ingest.DispatchOptions{Statuses: cs})
+		ev := push("a/x.yaml")
+		ev.RepoUrl = r
+		if err := d.Dispatch(t.Context(), ev); err != nil {
+			t.Fatal(err)
+		}
+		ref := &ferryv1.AppRef{Namespace: "ferry", Name: "blog"}
+		cs.ReportResult(&ferryv1.SyncResult{App: ref, RepoUrl: r, Revision: ev.After, Phase: ferryv1.SyncPhase_SYNC_PHASE_SUCCEEDED,
+			Trigger: ferryv1.Trigger_TRIGGER_PUSH, Resources: []*ferryv1.ResourceResult{{Kind: "ConfigMap", Name: "a", Action: "created"}, {Kind: "ConfigMap", Name: "b", Action: "pruned"}}})
+		got, paths := waitPosted(t, api, 2)
+		if got[0]["state"] != "pending" || got[1]["state"] != "success" || got[1]["description"] != "synced 1 objects" {
+			t.Fatalf("statuses %v, want pending then success", got)
+		}
+		if want := "/repos/acme/" + r[len("https://github.com/acme/"):len(r)-len(".git")] + "/statuses/" + ev.After; paths[0] != want {
+			t.Errorf("posted to %s, want %s", paths[0], want)
+		}
+	})
+
+	t.Run("a failed sync reports failure; a self-heal or PostSync success reports nothing", func(t *testing.T) {
+		api := &statusAPI{}
+		cs := start(t, api)
+		ref := &ferryv1.AppRef{Namespace: "ferry", Name: "blog"}
+		ok := ferryv1.SyncPhase_SYNC_PHASE_SUCCEEDED
+		cs.ReportResult(&ferryv1.SyncResult{App: ref, RepoUrl: repo, Revision: sha, Phase: ok, Trigger: ferryv1.Trigger_TRIGGER_DRIFT})
+		cs.ReportResult(&ferryv1.SyncResult{App: ref, RepoUrl: repo, Revision: sha, Phase: ok, Trigger: ferryv1.Trigger_TRIGGER_APP_CHANGED, PostSync: true})
+		cs.ReportResult(&ferryv1.SyncResult{App: ref, RepoUrl: repo, Revision: sha, Phase: ferryv1.SyncPhase_SYNC_PHASE_FAILED, Message: "ConfigMap/x: invalid"})
+		got, _ := waitPosted(t, api, 1)
+		time.Sleep(100 * time.Millisecond)
+		if got, _ = api.posted(); len(got) != 1 || got[0]["state"] != "failure" || got[0]["description"] != "ConfigMap/x: invalid" {
+			t.Errorf("posted %v, want only the failure", got)
 		}
 	})
 

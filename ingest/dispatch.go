@@ -48,6 +48,12 @@ type AppWarner interface {
 	OutOfSync(ctx context.Context, namespace, name, revision string) error
 }
 
+// StatusReporter sets commit statuses (CommitStatus does, on GitHub and
+// Gitea).
+type StatusReporter interface {
+	Report(namespace, name, repoURL, revision, state, description string)
+}
+
 // DispatchOptions are the optional collaborators of a Dispatcher.
 type DispatchOptions struct {
 	// Heads, when set, makes a revision dispatch once per repository and
@@ -58,7 +64,10 @@ type DispatchOptions struct {
 	Comparer Comparer
 	// Warner, when set, marks apps whose branch was deleted.
 	Warner AppWarner
-	Log    *slog.Logger
+	// Statuses, when set, gets a pending commit status for each sync
+	// enqueued; the final one comes from the sync's result.
+	Statuses StatusReporter
+	Log      *slog.Logger
 }
 
 // Dispatcher decides which Applications a push touches and enqueues a sync
@@ -157,6 +166,9 @@ func (d *Dispatcher) Dispatch(ctx context.Context, ev *ferryv1.PushEvent) error 
 		}
 		synced++
 		log.InfoContext(ctx, "sync enqueued", "app", app.Namespace+"/"+app.Name)
+		if d.opts.Statuses != nil {
+			d.opts.Statuses.Report(app.Namespace, app.Name, ev.GetRepoUrl(), ev.GetAfter(), StatePending, "ferry is syncing "+app.Name)
+		}
 	}
 	span.SetAttributes(attribute.Int("ferry.apps_considered", len(apps)), attribute.Int("ferry.apps_synced", synced))
 	if synced == 0 {

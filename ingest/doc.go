@@ -5,6 +5,12 @@
 // Dispatch consumes those events and decides which Applications a push
 // touches: by repository URL, ref, and the paths the push changed.
 //
+// The other triggers live here too: the poller (ls-remote, for missed
+// webhooks), manual sync and rollback, SpecTrigger (an Application created
+// or changed), and DriftTrigger (drift and pending PostSync hooks that the
+// apply Monitor reports, which become re-apply jobs). CommitStatus sets
+// pending at dispatch and the final state from each sync's result.
+//
 // ingest publishes and consumes through small interfaces that package worker
 // satisfies; it renders and applies nothing itself.
 package ingest

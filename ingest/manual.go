@@ -140,10 +140,7 @@ func (h *Trigger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteAPIError(w, status, refused.Code, refused.Message)
 		return
 	}
-	var repo string
-	if srcs := app.Spec.AllSources(); len(srcs) > 0 {
-		repo = srcs[0].RepoURL
-	}
+	repo := app.Spec.PrimaryRepoURL()
 	id := h.verb + "-" + timestamppb.Now().AsTime().Format("20060102T150405.000000000")
 	req := &ferryv1.SyncRequest{
 		App: &ferryv1.AppRef{Namespace: ns, Name: name}, RepoUrl: repo, Revision: rev,

@@ -79,7 +79,7 @@ func clusterState(t *testing.T, dyn dynamic.Interface) []string {
 		{Group: "apps", Version: "v1", Resource: "deployments"}, {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"},
 		{Group: "certs.example.com", Version: "v1", Resource: "certificates"}, appGVR,
 	} {
-		list, err := dyn.Resource(gvr).List(t.Context(), metav1.ListOptions{LabelSelector: "ferry.dev/managed=true"})
+		list, err := dyn.Resource(gvr).List(t.Context(), metav1.ListOptions{LabelSelector: v1alpha1.LabelManaged + "=true"})
 		if err != nil {
 			continue // the Certificate kind may not exist yet
 		}

@@ -263,8 +263,8 @@ func TestPushIsSyncedEndToEnd(t *testing.T) {
 			if img := d.Spec.Template.Spec.Containers[0].Image; img != "nginx:1.27.1" {
 				t.Errorf("deployment image = %q, want the pushed nginx:1.27.1", img)
 			}
-			if d.Annotations["ferry.dev/app"] != "ferry/web" {
-				t.Errorf("deployment tracking annotation = %q, want ferry/web", d.Annotations["ferry.dev/app"])
+			if d.Annotations[v1alpha1.AnnotationApp] != "ferry/web" {
+				t.Errorf("deployment tracking annotation = %q, want ferry/web", d.Annotations[v1alpha1.AnnotationApp])
 			}
 			if !slices.ContainsFunc(d.ManagedFields, func(m metav1.ManagedFieldsEntry) bool {
 				return m.Manager == "ferry" && m.Operation == metav1.ManagedFieldsOperationApply

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strings"
 
+	goyaml "go.yaml.in/yaml/v2"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
@@ -68,13 +72,19 @@ func globAny(pattern, rel string) bool {
 	return false
 }
 
-// DecodeManifests splits a YAML or JSON file into Kubernetes objects. Empty
+// DecodeManifests splits a YAML or JSON file into Kubernetes objects,
+// where kubectl apply -f would split it (see readDocuments). Empty
 // documents are skipped; a document that is not valid YAML, or not an
 // object with apiVersion, kind and metadata.name, is an error naming the
-// file and the line the document starts on.
+// file and the line the document starts on. So is a file kubectl would
+// read only in part: ferry applies all of a file or none of it.
 func DecodeManifests(file string, data []byte) ([]Object, error) {
+	docs, err := readDocuments(file, data)
+	if err != nil {
+		return nil, err
+	}
 	var out []Object
-	for _, doc := range splitDocuments(data) {
+	for _, doc := range docs {
 		objs, err := decodeDocument(file, doc)
 		if err != nil {
 			return nil, err
@@ -147,37 +157,87 @@ func canonical(obj map[string]any, file string, line int) (Object, error) {
 	return Object{JSON: js, Source: where}, nil
 }
 
+// document is one YAML document of a stream.
 type document struct {
 	text []byte
 	line int // 1-based line of the document's first line in the file
 }
 
-// splitDocuments splits a YAML stream on "---" lines, remembering where each
-// document starts.
-func splitDocuments(data []byte) []document {
+// readDocuments splits a YAML stream into documents with apimachinery's
+// YAMLReader, the reader of kubectl apply -f and of Argo CD, so that ferry
+// finds the documents they find. It splits on a line that is "---",
+// optionally followed by blanks or a comment, and refuses "---" followed by
+// anything else. CRLF line endings read as LF.
+//
+// The reader says nothing of lines, so readDocuments counts them: every
+// line comes back with one "\n", and the only lines not returned are the
+// separators that end a document (one that opens the stream, or follows
+// another separator, is kept in the next document). So each document
+// starts one line after the end of the one before.
+func readDocuments(file string, data []byte) ([]document, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var docs []document
-	var cur bytes.Buffer
-	start, line := 1, 0
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), len(data)+1)
-	for sc.Scan() {
-		line++
-		text := sc.Bytes()
-		if bytes.HasPrefix(text, []byte("---")) && len(bytes.TrimSpace(text[3:])) == 0 {
-			docs = append(docs, document{text: bytes.Clone(cur.Bytes()), line: start})
-			cur.Reset()
-			start = line + 1
+	for line := 1; ; {
+		text, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, &SourceError{Err: fmt.Errorf("%s:%d: invalid YAML: %v", file, rejectedLine(data, line), err)}
+		}
+		if err := afterEndMarker(text); err != nil {
+			return nil, &SourceError{Err: fmt.Errorf("%s:%d: invalid YAML: %v", file, line+docErrLine(err), err)}
+		}
+		docs = append(docs, document{text: text, line: line})
+		line += bytes.Count(text, []byte("\n")) + 1
+	}
+}
+
+// rejectedLine returns the line, at or after from, that the YAMLReader
+// refused. The reader does not say which, so each candidate line is handed
+// to a reader of its own.
+func rejectedLine(data []byte, from int) int {
+	n := 0
+	for l := range bytes.Lines(data) {
+		n++
+		if n < from || !bytes.HasPrefix(l, []byte("---")) {
 			continue
 		}
-		cur.Write(text)
-		cur.WriteByte('\n')
+		if _, err := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(l))).Read(); err != nil && !errors.Is(err, io.EOF) {
+			return n
+		}
 	}
-	docs = append(docs, document{text: cur.Bytes(), line: start})
-	return docs
+	return from
+}
+
+// afterEndMarker checks what follows a "..." end marker in a document the
+// YAMLReader returned. The reader splits on "---" alone, so text after
+// "..." stays in the same document, where sigs.k8s.io/yaml (and so kubectl)
+// never reads it: a document written there without its "---" would be
+// dropped in silence. The YAML parser sigs.k8s.io/yaml uses reads on past
+// the marker here, and whatever it finds is an error.
+func afterEndMarker(text []byte) error {
+	if !bytes.HasPrefix(text, []byte("...")) && !bytes.Contains(text, []byte("\n...")) {
+		return nil
+	}
+	dec := goyaml.NewDecoder(bytes.NewReader(text))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil // decodeDocument reports it
+	}
+	switch err := dec.Decode(&v); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return err
+	default:
+		return errors.New(`a second document follows the end marker "..." without a "---" line`)
+	}
 }
 
 // docErrLine extracts the "line N" a YAML error reports, relative to its
-// document, as an offset to add to the document's first line.
+// document, as an offset to add to the document's first line. The YAML
+// parsers give the line in their message only.
 func docErrLine(err error) int {
 	msg := err.Error()
 	i := strings.Index(msg, "line ")

@@ -28,6 +28,14 @@
 // Helm hooks are kept and marked for the apply worker with ferry.dev/hook,
 // ferry.dev/hook-weight and ferry.dev/hook-delete-policy.
 //
+// Application documents in a render (ferry's, or Argo CD's argoproj.io
+// ones) become ferry Applications in ferry's namespace, so app of apps
+// works and no argoproj.io object reaches the cluster.
+//
+// Role is the render role, run by the queue behind worker.Renderer: it
+// drops a push older than the commit an app runs (newest wins) and hands
+// every failure to the apply role's Lifecycle, which records it.
+//
 // render is a library. It knows nothing of NATS, and of the cluster only
 // what it is given: the Application types, repository credentials
 // (Credentials) and the cluster's capabilities (CapabilitiesSource).

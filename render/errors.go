@@ -17,8 +17,13 @@ func (e *SourceError) Error() string { return e.Err.Error() }
 func (e *SourceError) Unwrap() error { return e.Err }
 
 // IsTransient reports whether err is worth retrying: a transient source
-// error, or any error that is not a SourceError at all.
+// error, or any error that is not a SourceError at all. An error render
+// does not recognise is transient, as in apply.IsTransient: retrying it
+// costs a backoff, giving up on it could lose a revision.
 func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
 	var se *SourceError
 	if errors.As(err, &se) {
 		return se.Transient

@@ -173,6 +173,28 @@ var goldenCases = []goldenCase{
 		},
 	},
 	{
+		name: "helm-values",
+		dir:  "helm-values",
+		app: func(url string) *v1alpha1.Application {
+			return app("merge", "default", v1alpha1.ApplicationSource{RepoURL: url, Path: "chart", Helm: &v1alpha1.HelmSource{
+				ValueFiles: []string{"values-1.yaml", "values-2.yaml"},
+				Values:     "nested:\n  deeper:\n    r: values\n",
+				Parameters: []v1alpha1.HelmParameter{{Name: "nested.a", Value: "set"}},
+			}})
+		},
+		// helm template merge chart --namespace default --include-crds \
+		//   -f chart/values-1.yaml -f chart/values-2.yaml -f <helm.values> \
+		//   --set nested.a=set
+		cli: func(t testing.TB, repo string) []byte {
+			values := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(values, []byte("nested:\n  deeper:\n    r: values\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return runCLI(t, repo, "helm", "template", "merge", "chart", "--namespace", "default", "--include-crds",
+				"-f", "chart/values-1.yaml", "-f", "chart/values-2.yaml", "-f", values, "--set", "nested.a=set")
+		},
+	},
+	{
 		name: "remote-chart",
 		dir:  "remote-chart",
 		app: func(url string) *v1alpha1.Application {
@@ -280,7 +302,7 @@ func withoutFerryHookAnnotations(t testing.TB, js []byte) []byte {
 		t.Fatal(err)
 	}
 	ann := annotations(o)
-	for _, k := range []string{AnnotationHook, AnnotationHookWeight, AnnotationHookDeletePolicy} {
+	for _, k := range []string{v1alpha1.AnnotationHook, v1alpha1.AnnotationHookWeight, v1alpha1.AnnotationHookDeletePolicy} {
 		delete(ann, k)
 	}
 	out, err := json.Marshal(o)

@@ -351,8 +351,12 @@ func (j *helmJob) template(ctx context.Context, ch *chart.Chart, vals map[string
 // decodeHelmOutput decodes `helm template` output, naming each object by
 // the template that rendered it.
 func decodeHelmOutput(text string) ([]Object, error) {
+	docs, err := readDocuments("helm template", []byte(text))
+	if err != nil {
+		return nil, err
+	}
 	var out []Object
-	for _, doc := range splitDocuments([]byte(text)) {
+	for _, doc := range docs {
 		file := "helm template"
 		for _, line := range strings.SplitN(string(doc.text), "\n", 4) {
 			if src, ok := strings.CutPrefix(line, "# Source: "); ok {

@@ -165,7 +165,7 @@ func TestHelmHooks(t *testing.T) {
 		ann := annotations(findObject(t, objs, "Job", "myapp-app-migrate"))
 		want := map[string]any{
 			"helm.sh/hook": "pre-install,pre-upgrade", "helm.sh/hook-weight": "-5", "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
-			AnnotationHook: HookPreSync, AnnotationHookWeight: "-5", AnnotationHookDeletePolicy: "BeforeHookCreation,HookSucceeded",
+			v1alpha1.AnnotationHook: HookPreSync, v1alpha1.AnnotationHookWeight: "-5", v1alpha1.AnnotationHookDeletePolicy: "BeforeHookCreation,HookSucceeded",
 		}
 		if diff := cmp.Diff(want, ann); diff != "" {
 			t.Errorf("annotations (-want +got):\n%s", diff)
@@ -173,13 +173,13 @@ func TestHelmHooks(t *testing.T) {
 	})
 	t.Run("marks post-install hooks PostSync, deleted before re-creation by default", func(t *testing.T) {
 		ann := annotations(findObject(t, objs, "ConfigMap", "myapp-app-done"))
-		if ann[AnnotationHook] != HookPostSync || ann[AnnotationHookDeletePolicy] != "BeforeHookCreation" {
+		if ann[v1alpha1.AnnotationHook] != HookPostSync || ann[v1alpha1.AnnotationHookDeletePolicy] != "BeforeHookCreation" {
 			t.Errorf("annotations = %v", ann)
 		}
 	})
 	t.Run("leaves objects with an Argo CD hook annotation alone", func(t *testing.T) {
 		ann := annotations(findObject(t, objs, "ConfigMap", "myapp-app-argo-hook"))
-		if _, ok := ann[AnnotationHook]; ok || ann["argocd.argoproj.io/hook"] != "Sync" {
+		if _, ok := ann[v1alpha1.AnnotationHook]; ok || ann["argocd.argoproj.io/hook"] != "Sync" {
 			t.Errorf("annotations = %v", ann)
 		}
 	})
@@ -221,9 +221,9 @@ func TestMarkHooks(t *testing.T) {
 	}{
 		{"a plain object is untouched", Object{JSON: []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`)}, nil},
 		{"post-upgrade alone is PostSync", obj(`"helm.sh/hook":"post-upgrade","helm.sh/hook-delete-policy":"hook-failed"`),
-			map[string]any{"helm.sh/hook": "post-upgrade", "helm.sh/hook-delete-policy": "hook-failed", AnnotationHook: HookPostSync, AnnotationHookDeletePolicy: "HookFailed"}},
+			map[string]any{"helm.sh/hook": "post-upgrade", "helm.sh/hook-delete-policy": "hook-failed", v1alpha1.AnnotationHook: HookPostSync, v1alpha1.AnnotationHookDeletePolicy: "HookFailed"}},
 		{"a hook of two phases gets both", obj(`"helm.sh/hook":"pre-install, post-install"`),
-			map[string]any{"helm.sh/hook": "pre-install, post-install", AnnotationHook: "PreSync,PostSync", AnnotationHookDeletePolicy: "BeforeHookCreation"}},
+			map[string]any{"helm.sh/hook": "pre-install, post-install", v1alpha1.AnnotationHook: "PreSync,PostSync", v1alpha1.AnnotationHookDeletePolicy: "BeforeHookCreation"}},
 		{"a test hook is dropped", obj(`"helm.sh/hook":"test"`), nil},
 		{"a Helm 2 crd-install hook stays a plain object", obj(`"helm.sh/hook":"crd-install"`), map[string]any{"helm.sh/hook": "crd-install"}},
 		{"a rollback hook is dropped", obj(`"helm.sh/hook":"pre-rollback"`), nil},

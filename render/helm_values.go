@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/strvals"
-	"sigs.k8s.io/yaml"
 )
 
 // values merges the user-supplied values of a Helm source the way Argo CD
@@ -29,11 +29,11 @@ func (j *helmJob) values(ch *chart.Chart) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		cur := map[string]any{}
-		if err := yaml.Unmarshal(data, &cur); err != nil {
+		cur, err := chartutil.ReadValues(data)
+		if err != nil {
 			return nil, &SourceError{Err: fmt.Errorf("value file %s:%d: invalid YAML: %v", where, 1+docErrLine(err), err)}
 		}
-		base = mergeMaps(base, cur)
+		base = mergeValues(base, cur)
 	}
 	switch {
 	case o.ValuesObject != nil:
@@ -47,13 +47,13 @@ func (j *helmJob) values(ch *chart.Chart) (map[string]any, error) {
 		if err := json.Unmarshal(js, &cur); err != nil {
 			return nil, &SourceError{Err: fmt.Errorf("helm.valuesObject: %v", err)}
 		}
-		base = mergeMaps(base, cur)
+		base = mergeValues(base, cur)
 	case strings.TrimSpace(o.Values) != "":
-		cur := map[string]any{}
-		if err := yaml.Unmarshal([]byte(o.Values), &cur); err != nil {
+		cur, err := chartutil.ReadValues([]byte(o.Values))
+		if err != nil {
 			return nil, &SourceError{Err: fmt.Errorf("helm.values:%d: invalid YAML: %v", 1+docErrLine(err), err)}
 		}
-		base = mergeMaps(base, cur)
+		base = mergeValues(base, cur)
 	}
 	// Argo CD keys parameters by name, so a later one with the same name
 	// replaces an earlier one.
@@ -171,21 +171,13 @@ func readValueFile(rd *repoReader, vf, p string) ([]byte, string, error) {
 	return data, n.path, nil
 }
 
-// mergeMaps merges b into a, b winning, recursing into maps: Helm's own
-// merge of -f files.
-func mergeMaps(a, b map[string]any) map[string]any {
-	out := make(map[string]any, len(a))
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		if vm, ok := v.(map[string]any); ok {
-			if bv, ok := out[k].(map[string]any); ok {
-				out[k] = mergeMaps(bv, vm)
-				continue
-			}
-		}
-		out[k] = v
-	}
-	return out
+// mergeValues merges the values of one more -f file over base, as helm's
+// -f does: the later file wins key by key, recursing into maps, and its
+// nulls are kept so that they can remove a chart default. The CLI merges
+// with a function of its own, unexported; chartutil.MergeTables gives the
+// same result (CoalesceTables would not: it drops a null that overrides an
+// earlier value). MergeTables logs a warning where a map and a scalar
+// meet, and changes both maps, which are this render's own.
+func mergeValues(base, later map[string]any) map[string]any {
+	return chartutil.MergeTables(later, base)
 }

@@ -6,25 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-)
 
-// Hook annotations. Helm's hooks are kept, not dropped, as Argo CD keeps
-// them: ferry marks each with its sync phase for the apply worker, and
-// leaves Helm's own annotations in place. Objects that carry Argo CD's
-// argocd.argoproj.io/hook are left alone; the apply worker reads both.
-const (
-	// AnnotationHook is the sync phase of a hook: PreSync, PostSync or SyncFail.
-	AnnotationHook = "ferry.dev/hook"
-	// AnnotationHookWeight orders hooks within a phase, lowest first.
-	AnnotationHookWeight = "ferry.dev/hook-weight"
-	// AnnotationHookDeletePolicy lists when to delete a hook:
-	// BeforeHookCreation, HookSucceeded, HookFailed.
-	AnnotationHookDeletePolicy = "ferry.dev/hook-delete-policy"
+	"helm.sh/helm/v3/pkg/release"
 
-	helmHook             = "helm.sh/hook"
-	helmHookWeight       = "helm.sh/hook-weight"
-	helmHookDeletePolicy = "helm.sh/hook-delete-policy"
-	argoHook             = "argocd.argoproj.io/hook"
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // Hook phases.
@@ -36,26 +21,30 @@ const (
 
 // helmHookPhases maps the Helm hooks Argo CD honours to ferry phases. The
 // others (delete, rollback and test hooks) have no place in a sync.
-var helmHookPhases = map[string]string{
-	"pre-install":  HookPreSync,
-	"pre-upgrade":  HookPreSync,
-	"post-install": HookPostSync,
-	"post-upgrade": HookPostSync,
+var helmHookPhases = map[release.HookEvent]string{
+	release.HookPreInstall:  HookPreSync,
+	release.HookPreUpgrade:  HookPreSync,
+	release.HookPostInstall: HookPostSync,
+	release.HookPostUpgrade: HookPostSync,
 }
 
-var helmDeletePolicies = map[string]string{
-	"before-hook-creation": "BeforeHookCreation",
-	"hook-succeeded":       "HookSucceeded",
-	"hook-failed":          "HookFailed",
+// helmDeletePolicies maps Helm's hook delete policies to Argo CD's.
+var helmDeletePolicies = map[release.HookDeletePolicy]string{
+	release.HookBeforeHookCreation: "BeforeHookCreation",
+	release.HookSucceeded:          "HookSucceeded",
+	release.HookFailed:             "HookFailed",
 }
 
 // markHooks annotates the Helm hooks among objects with their ferry phase,
-// weight and delete policy, and drops the hooks that have no sync phase
-// (test, delete and rollback hooks).
+// weight and delete policy (v1alpha1.AnnotationHook and the two after it),
+// and drops the hooks that have no sync phase (test, delete and rollback
+// hooks). The other hooks are kept, as Argo CD keeps them, with Helm's own
+// annotations in place. Objects that carry Argo CD's hook annotation are
+// left alone; the apply worker reads both.
 func markHooks(objects []Object) ([]Object, error) {
 	out := objects[:0]
 	for _, o := range objects {
-		if !bytes.Contains(o.JSON, []byte(`"`+helmHook+`"`)) {
+		if !bytes.Contains(o.JSON, []byte(`"`+release.HookAnnotation+`"`)) {
 			out = append(out, o)
 			continue
 		}
@@ -65,12 +54,12 @@ func markHooks(objects []Object) ([]Object, error) {
 		}
 		meta, _ := obj["metadata"].(map[string]any)
 		ann, _ := meta["annotations"].(map[string]any)
-		hooks, _ := ann[helmHook].(string)
+		hooks, _ := ann[release.HookAnnotation].(string)
 		if hooks == "" {
 			out = append(out, o)
 			continue
 		}
-		if _, ok := ann[argoHook]; ok {
+		if _, ok := ann[v1alpha1.ArgoAnnotationHook]; ok {
 			out = append(out, o)
 			continue
 		}
@@ -81,30 +70,30 @@ func markHooks(objects []Object) ([]Object, error) {
 		}
 		var phases []string
 		for _, h := range strings.Split(hooks, ",") {
-			if p, ok := helmHookPhases[strings.TrimSpace(h)]; ok && !slices.Contains(phases, p) {
+			if p, ok := helmHookPhases[release.HookEvent(strings.TrimSpace(h))]; ok && !slices.Contains(phases, p) {
 				phases = append(phases, p)
 			}
 		}
 		if len(phases) == 0 {
 			continue
 		}
-		ann[AnnotationHook] = strings.Join(phases, ",")
-		if w, ok := ann[helmHookWeight].(string); ok && strings.TrimSpace(w) != "" {
-			ann[AnnotationHookWeight] = strings.TrimSpace(w)
+		ann[v1alpha1.AnnotationHook] = strings.Join(phases, ",")
+		if w, ok := ann[release.HookWeightAnnotation].(string); ok && strings.TrimSpace(w) != "" {
+			ann[v1alpha1.AnnotationHookWeight] = strings.TrimSpace(w)
 		}
 		// Helm 3 deletes a hook before creating it again unless told
 		// otherwise; say so explicitly.
 		policies := []string{"BeforeHookCreation"}
-		if p, ok := ann[helmHookDeletePolicy].(string); ok && strings.TrimSpace(p) != "" {
+		if p, ok := ann[release.HookDeleteAnnotation].(string); ok && strings.TrimSpace(p) != "" {
 			policies = policies[:0]
 			for _, s := range strings.Split(p, ",") {
-				if t, ok := helmDeletePolicies[strings.TrimSpace(s)]; ok && !slices.Contains(policies, t) {
+				if t, ok := helmDeletePolicies[release.HookDeletePolicy(strings.TrimSpace(s))]; ok && !slices.Contains(policies, t) {
 					policies = append(policies, t)
 				}
 			}
 		}
 		if len(policies) > 0 {
-			ann[AnnotationHookDeletePolicy] = strings.Join(policies, ",")
+			ann[v1alpha1.AnnotationHookDeletePolicy] = strings.Join(policies, ",")
 		}
 		js, err := json.Marshal(obj)
 		if err != nil {

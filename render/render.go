@@ -4,16 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -27,54 +23,6 @@ import (
 const tracerName = "github.com/ferrycd/ferry/render"
 
 func tracer() trace.Tracer { return otel.Tracer(tracerName) }
-
-// renderVersion changes whenever ferry renders the same inputs differently,
-// so that no cached bundle from another version is served.
-const renderVersion = "render/v2"
-
-// Options bounds a render and says where its inputs come from.
-type Options struct {
-	// Timeout bounds one app's render, fetch included.
-	Timeout time.Duration
-	// MaxInputBytes caps the bytes of source files one render reads, and the
-	// size of one downloaded chart archive.
-	MaxInputBytes int64
-	// MaxOutputBytes caps the bytes of manifests one render produces.
-	MaxOutputBytes int64
-	// MaxObjects caps the objects one app may render.
-	MaxObjects int
-	// CacheEntries bounds the render cache.
-	CacheEntries int
-
-	// ChartCacheDir keeps the charts downloaded from Helm repositories and
-	// OCI registries. Empty means a .charts folder in the git cache.
-	ChartCacheDir string
-	// ChartIndexTTL is how long a Helm repository's index is trusted before
-	// a version range is resolved against a fresh one.
-	ChartIndexTTL time.Duration
-	// Credentials authenticates to Helm repositories and OCI registries.
-	// Git remotes get theirs through the GitCache (WithCredentials).
-	Credentials Credentials
-	// Capabilities gives Helm the target cluster's version and APIs; nil
-	// renders with Helm's defaults, as `helm template` does.
-	Capabilities CapabilitiesSource
-	// KustomizeRemoteBases lets kustomizations use remote bases and files,
-	// fetched by kustomize itself on every render. Off by default: only
-	// what is in git is deployed.
-	KustomizeRemoteBases bool
-}
-
-// DefaultOptions returns the limits of `ferry serve`.
-func DefaultOptions() Options {
-	return Options{
-		Timeout:        90 * time.Second,
-		MaxInputBytes:  64 << 20,
-		MaxOutputBytes: 64 << 20,
-		MaxObjects:     10000,
-		CacheEntries:   4096,
-		ChartIndexTTL:  5 * time.Minute,
-	}
-}
 
 // Renderer renders Applications from a shared git cache.
 type Renderer struct {
@@ -296,6 +244,11 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 	if err != nil {
 		return nil, &AppError{App: name, Err: err}
 	}
+	if r.opts.ApplicationNamespace != "" {
+		if objects, err = childApplications(ctx, objects, r.opts.ApplicationNamespace, r.log); err != nil {
+			return nil, &AppError{App: name, Err: err}
+		}
+	}
 	b := NewBundle(objects)
 	span.SetAttributes(attribute.Bool("ferry.render.cache_hit", false), attribute.Int("ferry.objects", len(objects)))
 	inputs := inputPaths(in.facts, in.shallow, sources)
@@ -350,237 +303,6 @@ func inputPaths(facts map[factKey]string, shallow map[int]bool, sources []v1alph
 	return out
 }
 
-// describeSource names a source in errors.
-func describeSource(src v1alpha1.ApplicationSource) string {
-	switch {
-	case src.Chart != "":
-		return fmt.Sprintf("chart %s %s from %s", src.Chart, src.TargetRevision, redactURL(src.RepoURL))
-	case src.Ref != "" && src.Path == "":
-		return fmt.Sprintf("ref %s: %s", src.Ref, redactURL(src.RepoURL))
-	}
-	p := src.Path
-	if p == "" {
-		p = "."
-	}
-	return fmt.Sprintf("%s path %s", redactURL(src.RepoURL), p)
-}
-
-// baseKey identifies what a render is, before the facts it read: the app
-// (whose name is Helm's default release name), its spec, and the options
-// that change output.
-func (r *Renderer) baseKey(app *v1alpha1.Application) string {
-	h := sha256.New()
-	spec, _ := json.Marshal(app.Spec)
-	fmt.Fprintf(h, "%s\x00%s/%s\x00%t\x00", renderVersion, app.Namespace, app.Name, r.opts.KustomizeRemoteBases)
-	h.Write(spec)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// stillValid reports whether every fact a cached render relied on holds
-// now: the git facts against the snapshots of this request, the others
-// (chart versions, cluster capabilities) asked again.
-func (r *Renderer) stillValid(ctx context.Context, app *v1alpha1.Application, e *cacheEntry, trees []*snapshotTrees) bool {
-	if !checkFacts(e.facts, trees) {
-		return false
-	}
-	for k, want := range e.extra {
-		got, err := r.extraFact(ctx, app, k)
-		if err != nil || got != want {
-			return false
-		}
-	}
-	return true
-}
-
-const (
-	factCapabilities = "capabilities"
-	factChartPrefix  = "chart\x00"
-)
-
-func chartFactKey(repoURL, name, spec string) string {
-	return factChartPrefix + repoURL + "\x00" + name + "\x00" + spec
-}
-
-// chartFactValue is what a chart fact holds: the version a spec resolved
-// to. A published version is taken as immutable, as Helm and Argo CD take
-// it; a digest pin is its own version.
-func chartFactValue(ref chartRef) string { return ref.version }
-
-func (r *Renderer) extraFact(ctx context.Context, app *v1alpha1.Application, key string) (string, error) {
-	switch {
-	case key == factCapabilities:
-		caps, err := r.capabilities(ctx, app)
-		if err != nil {
-			return "", err
-		}
-		return caps.fingerprint(), nil
-	case strings.HasPrefix(key, factChartPrefix):
-		parts := strings.Split(strings.TrimPrefix(key, factChartPrefix), "\x00")
-		if len(parts) != 3 {
-			return "", fmt.Errorf("bad chart fact %q", key)
-		}
-		ref, err := r.charts.resolve(ctx, parts[0], parts[1], parts[2])
-		if err != nil {
-			return "", err
-		}
-		return chartFactValue(ref), nil
-	}
-	return "", fmt.Errorf("unknown fact %q", key)
-}
-
-func (r *Renderer) capabilities(ctx context.Context, app *v1alpha1.Application) (*Capabilities, error) {
-	if r.opts.Capabilities == nil {
-		return nil, nil
-	}
-	caps, err := r.opts.Capabilities.Capabilities(ctx, app.Spec.Destination)
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster's capabilities: %w", err)
-	}
-	return caps, nil
-}
-
-// sourceKind is how a source is rendered.
-type sourceKind int
-
-const (
-	kindDirectory sourceKind = iota
-	kindKustomize
-	kindHelm
-)
-
-// chooseKind picks the renderer as Argo CD does: explicit helm, kustomize
-// or directory fields decide; otherwise a kustomization file makes it
-// Kustomize and a Chart.yaml makes it Helm (Argo CD's discovery lets the
-// kustomization win when a folder holds both); anything else is a
-// directory of manifests.
-func chooseKind(rd *repoReader, dir string, src v1alpha1.ApplicationSource) (sourceKind, error) {
-	var explicit []sourceKind
-	if src.Helm != nil {
-		explicit = append(explicit, kindHelm)
-	}
-	if src.Kustomize != nil {
-		explicit = append(explicit, kindKustomize)
-	}
-	if src.Directory != nil {
-		explicit = append(explicit, kindDirectory)
-	}
-	switch len(explicit) {
-	case 0:
-	case 1:
-		return explicit[0], nil
-	default:
-		return 0, &SourceError{Err: errors.New("the source sets more than one of helm, kustomize and directory")}
-	}
-	ents, _, err := rd.list(dir)
-	if err != nil {
-		return 0, err
-	}
-	kind := kindDirectory
-	for _, e := range ents {
-		switch e.name {
-		case "kustomization.yaml", "kustomization.yml", "Kustomization":
-			return kindKustomize, nil
-		case "Chart.yaml":
-			kind = kindHelm
-		}
-	}
-	return kind, nil
-}
-
-// renderSource renders one source. It returns the chart version for a
-// chart from a chart repository.
-func (r *Renderer) renderSource(ctx context.Context, app *v1alpha1.Application, i int, src v1alpha1.ApplicationSource,
-	rd *repoReader, refs map[string]*repoReader, in *inputs) ([]Object, string, error) {
-	if src.Chart != "" {
-		ref, err := r.charts.resolve(ctx, src.RepoURL, src.Chart, src.TargetRevision)
-		if err != nil {
-			return nil, "", err
-		}
-		in.extraRecord(chartFactKey(src.RepoURL, src.Chart, src.TargetRevision), chartFactValue(ref))
-		caps, err := r.helmCapabilities(ctx, app, in)
-		if err != nil {
-			return nil, "", err
-		}
-		job := &helmJob{r: r, app: app, src: src, caps: caps, refs: refs, in: in}
-		objs, err := job.render(ctx, &ref)
-		return objs, ref.version, err
-	}
-	if src.Ref != "" && src.Path == "" {
-		// A ref source gives files to the others, no manifests.
-		return nil, "", nil
-	}
-	clean, err := ConfinePath(src.Path)
-	if err != nil {
-		return nil, "", err
-	}
-	n, err := rd.stat(clean)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", &SourceError{Err: fmt.Errorf("path %q does not exist at commit %s", clean, rd.trees.snap.Commit.String()[:12])}
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	if !n.isDir() {
-		return nil, "", &SourceError{Err: fmt.Errorf("path %q is a file; a source path is a directory", clean)}
-	}
-	kind, err := chooseKind(rd, n.path, src)
-	if err != nil {
-		return nil, "", err
-	}
-	switch kind {
-	case kindKustomize:
-		objs, err := r.renderKustomize(ctx, rd, n.path, src.Kustomize)
-		return objs, "", err
-	case kindHelm:
-		caps, err := r.helmCapabilities(ctx, app, in)
-		if err != nil {
-			return nil, "", err
-		}
-		job := &helmJob{r: r, app: app, src: src, caps: caps, rd: rd, chartDir: n.path, refs: refs, in: in}
-		objs, err := job.render(ctx, nil)
-		return objs, "", err
-	}
-	if src.Directory == nil || !src.Directory.Recurse {
-		in.mu.Lock()
-		in.shallow[i] = true
-		in.mu.Unlock()
-	}
-	objs, err := r.renderDirectory(ctx, rd, n.path, src.Directory)
-	return objs, "", err
-}
-
-// helmCapabilities returns the cluster's capabilities and records them as
-// an input of the render.
-func (r *Renderer) helmCapabilities(ctx context.Context, app *v1alpha1.Application, in *inputs) (*Capabilities, error) {
-	caps, err := r.capabilities(ctx, app)
-	if err != nil || r.opts.Capabilities == nil {
-		return caps, err
-	}
-	in.extraRecord(factCapabilities, caps.fingerprint())
-	return caps, nil
-}
-
-func (r *Renderer) renderDirectory(ctx context.Context, rd *repoReader, dir string, d *v1alpha1.DirectorySource) ([]Object, error) {
-	_, span := tracer().Start(ctx, "directory.render", trace.WithAttributes(attribute.String("ferry.path", dir)))
-	defer span.End()
-	recurse := d != nil && d.Recurse
-	files, err := rd.readDir(dir, recurse, directoryFilter(dir, d))
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-		return nil, err
-	}
-	var out []Object
-	for _, f := range files {
-		objs, err := DecodeManifests(f.Path, f.Data)
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-			return nil, err
-		}
-		out = append(out, objs...)
-	}
-	return out, nil
-}
-
 // NewBundle builds a bundle from objects, hashing their JSON in order.
 func NewBundle(objects []Object) *ferryv1.Bundle {
 	h := sha256.New()
@@ -592,109 +314,4 @@ func NewBundle(objects []Object) *ferryv1.Bundle {
 	}
 	b.Hash = hex.EncodeToString(h.Sum(nil))
 	return b
-}
-
-// renderCache keeps bundles by base key, each with the facts its render
-// relied on, least recently used first out.
-type renderCache struct {
-	max int
-
-	mu      sync.Mutex
-	entries map[string][]*cacheEntry // newest first
-	count   int
-	clock   int64
-	st      Stats
-}
-
-type cacheEntry struct {
-	facts         map[factKey]string
-	extra         map[string]string
-	bundle        *ferryv1.Bundle
-	chartRevision string
-	inputs        []v1alpha1.InputPath
-	used          int64
-}
-
-// maxEntriesPerKey bounds the variants kept for one app, such as two
-// branches rendered in turn.
-const maxEntriesPerKey = 4
-
-func newRenderCache(max int) *renderCache {
-	return &renderCache{max: max, entries: map[string][]*cacheEntry{}}
-}
-
-func (c *renderCache) stats() Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.st
-}
-
-// lookup returns the first entry for key that valid accepts. valid runs
-// without the lock: it reads git objects.
-func (c *renderCache) lookup(key string, valid func(*cacheEntry) bool) *cacheEntry {
-	c.mu.Lock()
-	candidates := append([]*cacheEntry(nil), c.entries[key]...)
-	c.mu.Unlock()
-	for _, e := range candidates {
-		if valid(e) {
-			c.mu.Lock()
-			c.clock++
-			e.used = c.clock
-			c.st.CacheHits++
-			c.mu.Unlock()
-			return e
-		}
-	}
-	return nil
-}
-
-func (c *renderCache) store(key string, in *inputs, b *ferryv1.Bundle, revision string, paths []v1alpha1.InputPath, keep bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Renders++
-	in.mu.Lock()
-	uncacheable := in.uncacheable
-	in.mu.Unlock()
-	if !keep || uncacheable {
-		return
-	}
-	c.clock++
-	e := &cacheEntry{facts: in.facts, extra: in.extra, bundle: b, chartRevision: revision, inputs: paths, used: c.clock}
-	list := append([]*cacheEntry{e}, c.entries[key]...)
-	if len(list) > maxEntriesPerKey {
-		c.count -= len(list) - maxEntriesPerKey
-		list = list[:maxEntriesPerKey]
-	}
-	c.entries[key] = list
-	c.count++
-	for c.count > c.max {
-		c.evictOldest()
-	}
-}
-
-// evictOldest drops the least recently used entry. It scans, which is
-// fine for a cache of a few thousand entries that evicts only on insert.
-func (c *renderCache) evictOldest() {
-	var oldKey string
-	oldIdx := -1
-	var oldUsed int64
-	for k, list := range c.entries {
-		for i, e := range list {
-			if oldIdx < 0 || e.used < oldUsed {
-				oldKey, oldIdx, oldUsed = k, i, e.used
-			}
-		}
-	}
-	if oldIdx < 0 {
-		c.count = 0
-		return
-	}
-	list := c.entries[oldKey]
-	list = append(list[:oldIdx:oldIdx], list[oldIdx+1:]...)
-	if len(list) == 0 {
-		delete(c.entries, oldKey)
-	} else {
-		c.entries[oldKey] = list
-	}
-	c.count--
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
+	"github.com/ferrycd/ferry/proto/job"
 )
 
 // Renderer turns a sync request into a rendered bundle.
@@ -23,7 +24,7 @@ type Renderer interface {
 
 // Applier brings the cluster to a rendered bundle and reports what it did.
 // A failed sync that has been recorded is a result, not an error; an error
-// means the job should be retried (or, when Terminal, given up).
+// means the job should be retried (or, when job.Terminal, given up).
 type Applier interface {
 	Apply(ctx context.Context, req *ferryv1.ApplyRequest, bundle *ferryv1.Bundle) (*ferryv1.SyncResult, error)
 }
@@ -36,53 +37,41 @@ func (q *Queue) RunRender(ctx context.Context, r Renderer) error {
 		func(ctx context.Context, m jetstream.Msg) error {
 			req := &ferryv1.SyncRequest{}
 			if err := proto.Unmarshal(m.Data(), req); err != nil {
-				return Terminal(fmt.Errorf("decoding sync request: %w", err))
+				return job.Terminal(fmt.Errorf("decoding sync request: %w", err))
 			}
-			app := req.GetApp()
-			ctx = WithLogAttrs(ctx, LogAttrs{App: app.GetNamespace() + "/" + app.GetName(), Revision: req.GetRevision()})
-			span := trace.SpanFromContext(ctx)
-			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
-			for _, l := range req.GetLinks() {
-				if sc := remoteSpanContext(l.GetTraceparent()); sc.IsValid() {
-					span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
-						attribute.String("ferry.link.reason", l.GetReason()),
-						attribute.String("ferry.delivery_id", l.GetDeliveryId()),
-					}})
+			aj := appJob{role: "render", stream: StreamSync, m: m, req: req, linkDeliveryIDs: true}
+			return q.runAppJob(ctx, aj, func(ctx context.Context, span trace.Span) error {
+				app := req.GetApp()
+				rr, err := r.Render(ctx, req)
+				if errors.Is(err, job.ErrSkip) {
+					return nil
 				}
-			}
-			unlock := q.locks.lock("render/" + app.GetNamespace() + "/" + app.GetName())
-			defer unlock()
-			if q.superseded(ctx, StreamSync, m) {
-				span.SetAttributes(attribute.Bool("ferry.superseded", true))
-				return nil
-			}
-
-			rr, err := r.Render(ctx, req)
-			if errors.Is(err, ErrSkip) {
-				return nil
-			}
-			if err != nil {
+				if job.IsTerminal(err) {
+					q.publishRenderFailure(ctx, req, span, err)
+				}
+				if err != nil {
+					return err
+				}
+				ref, err := q.putBundle(ctx, rr.GetBundle())
+				if err != nil {
+					return err
+				}
+				areq := &ferryv1.ApplyRequest{
+					App:         app,
+					Revision:    rr.GetRevision(),
+					Inputs:      rr.GetInputs(),
+					Bundle:      ref,
+					Trigger:     req.GetTrigger(),
+					DeliveryId:  req.GetDeliveryId(),
+					RequestedAt: req.GetRequestedAt(),
+					RepoUrl:     req.GetRepoUrl(),
+				}
+				if areq.RequestedAt == nil {
+					areq.RequestedAt = timestamppb.Now()
+				}
+				_, err = q.publish(ctx, ApplySubject(app.GetNamespace(), app.GetName()), "", areq)
 				return err
-			}
-			ref, err := q.putBundle(ctx, rr.GetBundle())
-			if err != nil {
-				return err
-			}
-			areq := &ferryv1.ApplyRequest{
-				App:         app,
-				Revision:    rr.GetRevision(),
-				Inputs:      rr.GetInputs(),
-				Bundle:      ref,
-				Trigger:     req.GetTrigger(),
-				DeliveryId:  req.GetDeliveryId(),
-				RequestedAt: req.GetRequestedAt(),
-				RepoUrl:     req.GetRepoUrl(),
-			}
-			if areq.RequestedAt == nil {
-				areq.RequestedAt = timestamppb.Now()
-			}
-			_, err = q.publish(ctx, ApplySubject(app.GetNamespace(), app.GetName()), "", areq)
-			return err
+			})
 		})
 }
 
@@ -94,42 +83,107 @@ func (q *Queue) RunApply(ctx context.Context, a Applier) error {
 		func(ctx context.Context, m jetstream.Msg) error {
 			req := &ferryv1.ApplyRequest{}
 			if err := proto.Unmarshal(m.Data(), req); err != nil {
-				return Terminal(fmt.Errorf("decoding apply request: %w", err))
+				return job.Terminal(fmt.Errorf("decoding apply request: %w", err))
 			}
-			app := req.GetApp()
-			ctx = WithLogAttrs(ctx, LogAttrs{App: app.GetNamespace() + "/" + app.GetName(), Revision: req.GetRevision()})
-			span := trace.SpanFromContext(ctx)
-			span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
-			span.SetAttributes(attribute.Int("ferry.objects", int(req.GetBundle().GetObjectCount())))
-			for _, l := range req.GetLinks() {
-				if sc := remoteSpanContext(l.GetTraceparent()); sc.IsValid() {
-					span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("ferry.link.reason", l.GetReason())}})
+			aj := appJob{role: "apply", stream: StreamApply, m: m, req: req,
+				attrs: []attribute.KeyValue{attribute.Int("ferry.objects", int(req.GetBundle().GetObjectCount()))}}
+			return q.runAppJob(ctx, aj, func(ctx context.Context, span trace.Span) error {
+				app := req.GetApp()
+				bundle, err := q.getBundle(ctx, req.GetBundle().GetHash())
+				if err != nil {
+					return err
 				}
-			}
-			unlock := q.locks.lock("apply/" + app.GetNamespace() + "/" + app.GetName())
-			defer unlock()
-			if q.superseded(ctx, StreamApply, m) {
-				span.SetAttributes(attribute.Bool("ferry.superseded", true))
-				return nil
-			}
-
-			bundle, err := q.getBundle(ctx, req.GetBundle().GetHash())
-			if err != nil {
+				res, err := a.Apply(ctx, req, bundle)
+				if errors.Is(err, job.ErrSkip) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if res.TraceId == "" {
+					res.TraceId = span.SpanContext().TraceID().String()
+				}
+				_, err = q.publish(ctx, ResultSubject(app.GetNamespace(), app.GetName()), "", res)
 				return err
-			}
-			res, err := a.Apply(ctx, req, bundle)
-			if errors.Is(err, ErrSkip) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if res.TraceId == "" {
-				res.TraceId = span.SpanContext().TraceID().String()
-			}
-			_, err = q.publish(ctx, ResultSubject(app.GetNamespace(), app.GetName()), "", res)
-			return err
+			})
 		})
+}
+
+// publishRenderFailure publishes the result of a sync whose render failed
+// for good, so that what follows results (commit statuses) hears of it as
+// of any other sync. A lost result is logged: the app's status has it.
+func (q *Queue) publishRenderFailure(ctx context.Context, req *ferryv1.SyncRequest, span trace.Span, cause error) {
+	app := req.GetApp()
+	now := timestamppb.Now()
+	res := &ferryv1.SyncResult{
+		App: app, Revision: req.GetRevision(), Phase: ferryv1.SyncPhase_SYNC_PHASE_FAILED, Message: cause.Error(),
+		StartedAt: now, FinishedAt: now, TraceId: span.SpanContext().TraceID().String(),
+		Trigger: req.GetTrigger(), DeliveryId: req.GetDeliveryId(), RepoUrl: req.GetRepoUrl(),
+	}
+	if _, err := q.publish(ctx, ResultSubject(app.GetNamespace(), app.GetName()), "", res); err != nil {
+		q.log.WarnContext(ctx, "result of a failed render not published", "app", app.GetNamespace()+"/"+app.GetName(), "error", err)
+	}
+}
+
+// appRequest is what sync and apply requests share: the app, where its
+// sources come from, and the pushes the request stands for.
+type appRequest interface {
+	GetApp() *ferryv1.AppRef
+	GetRepoUrl() string
+	GetRevision() string
+	GetDeliveryId() string
+	GetLinks() []*ferryv1.TraceLink
+}
+
+var (
+	_ appRequest = (*ferryv1.SyncRequest)(nil)
+	_ appRequest = (*ferryv1.ApplyRequest)(nil)
+)
+
+// appJob is one decoded message of a role that works on one app at a time.
+type appJob struct {
+	// role names the per-app lock: a render and an apply of one app may
+	// run side by side, two of either may not.
+	role string
+	// stream is where a newer message for the app supersedes m.
+	stream string
+	m      jetstream.Msg
+	req    appRequest
+	// attrs are set on the span after the app's own.
+	attrs []attribute.KeyValue
+	// linkDeliveryIDs also labels each trace link with its delivery ID.
+	linkDeliveryIDs bool
+}
+
+// runAppJob labels ctx's logs and span with the job's app, links the span
+// to the pushes the request stands for, and runs run while holding the
+// app's lock for the role; unless a newer message for the app arrived while
+// this one waited for the lock, which then runs instead.
+func (q *Queue) runAppJob(ctx context.Context, j appJob, run func(context.Context, trace.Span) error) error {
+	req := j.req
+	app := req.GetApp()
+	ctx = WithLogAttrs(ctx, LogAttrs{App: app.GetNamespace() + "/" + app.GetName(), Revision: req.GetRevision()})
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(appAttrs(app, req.GetRepoUrl(), req.GetRevision(), req.GetDeliveryId())...)
+	if len(j.attrs) > 0 {
+		span.SetAttributes(j.attrs...)
+	}
+	for _, l := range req.GetLinks() {
+		if sc := remoteSpanContext(l.GetTraceparent()); sc.IsValid() {
+			attrs := []attribute.KeyValue{attribute.String("ferry.link.reason", l.GetReason())}
+			if j.linkDeliveryIDs {
+				attrs = append(attrs, attribute.String("ferry.delivery_id", l.GetDeliveryId()))
+			}
+			span.AddLink(trace.Link{SpanContext: sc, Attributes: attrs})
+		}
+	}
+	unlock := q.locks.lock(j.role + "/" + app.GetNamespace() + "/" + app.GetName())
+	defer unlock()
+	if q.superseded(ctx, j.stream, j.m) {
+		span.SetAttributes(attribute.Bool("ferry.superseded", true))
+		return nil
+	}
+	return run(ctx, span)
 }
 
 func appAttrs(app *ferryv1.AppRef, repo, revision, delivery string) []attribute.KeyValue {
@@ -139,67 +193,6 @@ func appAttrs(app *ferryv1.AppRef, repo, revision, delivery string) []attribute.
 		attribute.String("ferry.revision", revision),
 		attribute.String("ferry.delivery_id", delivery),
 	}
-}
-
-// putBundle stores b under its content hash unless it is already there.
-func (q *Queue) putBundle(ctx context.Context, b *ferryv1.Bundle) (*ferryv1.BundleRef, error) {
-	if b.GetHash() == "" {
-		return nil, Terminal(errors.New("bundle has no hash"))
-	}
-	ref := &ferryv1.BundleRef{Hash: b.GetHash(), ObjectCount: int32(len(b.GetObjects()))}
-	if info, err := q.bundles.GetInfo(ctx, b.GetHash()); err == nil {
-		ref.Size = int64(info.Size)
-		return ref, nil
-	} else if !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("looking up bundle %s: %w", b.GetHash(), err)
-	}
-	data, err := proto.Marshal(b)
-	if err != nil {
-		return nil, Terminal(fmt.Errorf("encoding bundle: %w", err))
-	}
-	if _, err := q.bundles.PutBytes(ctx, b.GetHash(), data); err != nil {
-		return nil, fmt.Errorf("storing bundle %s: %w", b.GetHash(), err)
-	}
-	ref.Size = int64(len(data))
-	return ref, nil
-}
-
-func (q *Queue) getBundle(ctx context.Context, hash string) (*ferryv1.Bundle, error) {
-	data, err := q.bundles.GetBytes(ctx, hash)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, Terminal(fmt.Errorf("bundle %s is not in the object store", hash))
-		}
-		return nil, fmt.Errorf("fetching bundle %s: %w", hash, err)
-	}
-	b := &ferryv1.Bundle{}
-	if err := proto.Unmarshal(data, b); err != nil {
-		return nil, Terminal(fmt.Errorf("decoding bundle %s: %w", hash, err))
-	}
-	return b, nil
-}
-
-// WatchResults calls fn for every sync result published from now on, until
-// ctx is done.
-func (q *Queue) WatchResults(ctx context.Context, fn func(*ferryv1.SyncResult)) error {
-	cons, err := q.js.OrderedConsumer(ctx, StreamResults, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("watching results: %w", err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		res := &ferryv1.SyncResult{}
-		if proto.Unmarshal(m.Data(), res) == nil {
-			fn(res)
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("watching results: %w", err)
-	}
-	<-ctx.Done()
-	cc.Stop()
-	return nil
 }
 
 // superseded reports whether a newer message for the same app arrived while

@@ -131,7 +131,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 			AckWait:   cfg.AckWait,
 			// Unlimited here: the worker ends a job after cfg.MaxDeliver
 			// plain failures itself, while an app's retry policy may ask
-			// for more (RetryAfter).
+			// for more (job.RetryAfter).
 			MaxDeliver:    -1,
 			MaxAckPending: 256,
 		})

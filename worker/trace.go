@@ -60,6 +60,8 @@ func remoteSpanContext(traceparent string) trace.SpanContext {
 	}
 	h := nats.Header{}
 	h.Set("traceparent", traceparent)
+	// An empty context, not the caller's: a traceparent that does not
+	// parse must give no span context, not the caller's own span.
 	return trace.SpanContextFromContext(Extract(context.Background(), h))
 }
 

@@ -10,9 +10,11 @@ import (
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
+	"github.com/ferrycd/ferry/proto/job"
 	"github.com/ferrycd/ferry/worker"
 )
 
@@ -132,7 +134,7 @@ func TestTerminalErrorsAreNotRetried(t *testing.T) {
 	rec := &recorder{applied: make(chan struct{}, 10), fail: func(req *ferryv1.SyncRequest) error {
 		calls <- req.GetRevision()
 		if req.GetRevision() == "bad" {
-			return worker.Terminal(fmt.Errorf("broken YAML"))
+			return job.Terminal(fmt.Errorf("broken YAML"))
 		}
 		return nil
 	}}
@@ -173,5 +175,20 @@ func TestTerminalErrorsAreNotRetried(t *testing.T) {
 	}
 	if reason := dl.Header.Get("Ferry-Dead-Reason"); reason != "broken YAML" {
 		t.Errorf("dead letter reason %q, want %q", reason, "broken YAML")
+	}
+	rs, err := q.JetStream().Stream(ctx, worker.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rs.GetLastMsgForSubject(ctx, worker.ResultSubject("ferry", "bad"))
+	if err != nil {
+		t.Fatalf("no result published for the failed render: %v", err)
+	}
+	res := &ferryv1.SyncResult{}
+	if err := proto.Unmarshal(raw.Data, res); err != nil {
+		t.Fatal(err)
+	}
+	if res.GetPhase() != ferryv1.SyncPhase_SYNC_PHASE_FAILED || res.GetMessage() != "broken YAML" || res.GetRevision() != "bad" {
+		t.Errorf("result %v, want a failure of revision bad saying broken YAML", res)
 	}
 }

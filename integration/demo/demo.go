@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/cmd/ferry/cli"
 	"github.com/ferrycd/ferry/integration/gitserver"
 	"github.com/ferrycd/ferry/integration/testenv"
@@ -172,7 +171,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := yaml.Unmarshal([]byte(strings.ReplaceAll(string(rootYAML), "{{REPO_URL}}", repo.URL())), &root.Object); err != nil {
 		return nil, err
 	}
-	if _, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Create(ctx, root, metav1.CreateOptions{}); err != nil {
+	if _, err := dyn.Resource(v1alpha1.ApplicationsResource).Namespace(namespace).Create(ctx, root, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("creating the root Application: %w", err)
 	}
 	step("root Application %s/root created: it syncs components/ and the child apps it declares", namespace)
@@ -199,7 +198,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		for time.Now().Before(deadline) {
 			d, err := kube.AppsV1().Deployments("blog").Get(ctx, "blog", metav1.GetOptions{})
 			if err == nil && d.Spec.Template.Spec.Containers[0].Image == image {
-				u, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).Get(ctx, "blog", metav1.GetOptions{})
+				u, err := dyn.Resource(v1alpha1.ApplicationsResource).Namespace(namespace).Get(ctx, "blog", metav1.GetOptions{})
 				if err == nil {
 					var got v1alpha1.Application
 					if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &got) == nil && got.Status.Sync.Revision == revision {
@@ -219,7 +218,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if _, err := waitImage(first, oldImage); err != nil {
 		return nil, err
 	}
-	apps, err := dyn.Resource(apply.ApplicationsResource).Namespace(namespace).List(ctx, metav1.ListOptions{})
+	apps, err := dyn.Resource(v1alpha1.ApplicationsResource).Namespace(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}

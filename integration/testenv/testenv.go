@@ -1,17 +1,13 @@
 package testenv
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,18 +20,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
-// BinDirEnv names the environment variable that overrides BinDir.
-const BinDirEnv = "FERRY_CONTROLPLANE_DIR"
-
 const (
-	modulePath = "github.com/ferrycd/ferry"
-
 	// The envtest default (10.0.0.0/24) holds about 250 Services; a /12 holds
 	// about a million, enough for the large integration tests.
 	defaultServiceClusterIPRange = "10.96.0.0/12"
-
-	// logTailSize is how much of each process's output is kept for errors.
-	logTailSize = 64 << 10
 
 	// A loaded 2-core machine running several test binaries needs more than
 	// envtest's default of 20 s to start a 145 MB kube-apiserver.
@@ -46,166 +34,6 @@ const (
 	// to run its controllers; it normally takes about a second.
 	controllerManagerReadyTimeout = 60 * time.Second
 )
-
-// binaryNames are the binaries that build.sh puts in BinDir.
-func binaryNames() []string {
-	return []string{"etcd", "kube-apiserver", "kube-controller-manager"}
-}
-
-// RepoRoot returns the root of the ferry repository: the nearest folder, from
-// the working directory up, whose go.mod declares module github.com/ferrycd/ferry.
-func RepoRoot() (string, error) {
-	start, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the ferry repository root failed: %w", err)
-	}
-	for dir := start; ; {
-		ok, err := isFerryModule(filepath.Join(dir, "go.mod"))
-		if err != nil {
-			return "", fmt.Errorf("finding the ferry repository root failed: %w", err)
-		}
-		if ok {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of module %s in %s or any folder above it", modulePath, start)
-		}
-		dir = parent
-	}
-}
-
-// isFerryModule reports whether the go.mod at path is ferry's main module.
-// Nested modules such as integration/controlplane have other module paths.
-func isFerryModule(path string) (bool, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
-		return false, sc.Err()
-	}
-	fields := strings.Fields(sc.Text())
-	return len(fields) == 2 && fields[0] == "module" && fields[1] == modulePath, nil
-}
-
-// BinDir returns the folder that holds the control-plane binaries:
-// $FERRY_CONTROLPLANE_DIR if set, else <repo root>/.bin/controlplane.
-func BinDir() (string, error) {
-	if dir := os.Getenv(BinDirEnv); dir != "" {
-		// Each test binary runs in its own package folder, so a relative
-		// path would name a different folder for each of them.
-		return filepath.Abs(dir)
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(root, ".bin", "controlplane"), nil
-}
-
-// missingBinaries returns the binaries that are not executable files in dir.
-func missingBinaries(dir string) []string {
-	var missing []string
-	for _, name := range binaryNames() {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			missing = append(missing, name)
-		}
-	}
-	return missing
-}
-
-// EnsureBinaries returns BinDir after building any missing control-plane
-// binary with integration/controlplane/build.sh, whose output goes to logw
-// (nil discards it). Concurrent callers, also in other processes, wait on a
-// file lock beside the folder instead of building a second time.
-func EnsureBinaries(ctx context.Context, logw io.Writer) (string, error) {
-	dir, err := BinDir()
-	if err != nil {
-		return "", err
-	}
-	if len(missingBinaries(dir)) == 0 {
-		return dir, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("creating control-plane folder failed: %w", err)
-	}
-	unlock, err := lockFile(ctx, dir+".lock", logw)
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-
-	// Another process may have built them while this one waited for the lock.
-	missing := missingBinaries(dir)
-	if len(missing) == 0 {
-		return dir, nil
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	script := filepath.Join(root, "integration", "controlplane", "build.sh")
-	out := newProcLog("", newLineWriter(logw))
-	fmt.Fprintf(out, "testenv: %s missing in %s; building with %s (several minutes on 2 cores)\n",
-		strings.Join(missing, ", "), dir, script)
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "bash", script)
-	cmd.Env = append(os.Environ(), BinDirEnv+"="+dir)
-	cmd.Stdout, cmd.Stderr = out, out
-	// Pdeathsig stops the build when the test binary dies (a -timeout panic),
-	// and WaitDelay stops Wait from hanging on a go build that outlives bash.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building control-plane binaries with %s failed: %w%s", script, err, out.tailSection("build.sh"))
-	}
-	if missing := missingBinaries(dir); len(missing) > 0 {
-		return "", fmt.Errorf("%s finished but %s still missing in %s%s", script, strings.Join(missing, ", "), dir, out.tailSection("build.sh"))
-	}
-	fmt.Fprintf(out, "testenv: built control-plane binaries in %s\n", time.Since(start).Round(time.Second))
-	return dir, nil
-}
-
-// lockFile takes an exclusive flock on path, polling so that ctx can cancel
-// the wait, and returns the function that releases it.
-func lockFile(ctx context.Context, path string, logw io.Writer) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock %s failed: %w", path, err)
-	}
-	fd := int(f.Fd())
-	told := false
-	for {
-		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(fd, syscall.LOCK_UN)
-				_ = f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("locking %s failed: %w", path, err)
-		}
-		if !told && logw != nil {
-			fmt.Fprintf(logw, "testenv: waiting for another process building control-plane binaries (lock %s)\n", path)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("waiting for lock %s failed: %w", path, context.Cause(ctx))
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
 
 // Options configures Start.
 type Options struct {
@@ -458,97 +286,4 @@ func StartT(t testing.TB) *ControlPlane {
 	t.Logf("testenv: control plane at %s ready in %s (binaries ready in %s)",
 		c.Config.Host, time.Since(start).Round(time.Millisecond), built.Round(time.Millisecond))
 	return c
-}
-
-// procLog collects one process's output: it keeps the last logTailSize bytes
-// for error messages and copies whole lines, prefixed with the process name,
-// to a shared writer.
-type procLog struct {
-	name string
-	out  *lineWriter // nil when the output is discarded
-
-	mu      sync.Mutex
-	tail    []byte
-	partial []byte // an unfinished line not yet copied to out
-}
-
-// lineWriter serialises the lines of several processes onto one writer.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// newLineWriter returns nil when w discards everything.
-func newLineWriter(w io.Writer) *lineWriter {
-	if w == nil || w == io.Discard {
-		return nil
-	}
-	return &lineWriter{w: w}
-}
-
-func newProcLog(name string, out *lineWriter) *procLog {
-	return &procLog{name: name, out: out}
-}
-
-// Write never fails, so that a broken log writer cannot stop a process.
-func (p *procLog) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.tail = append(p.tail, b...)
-	if len(p.tail) > 2*logTailSize {
-		p.tail = p.tail[:copy(p.tail, p.tail[len(p.tail)-logTailSize:])]
-	}
-	if p.out == nil {
-		return len(b), nil
-	}
-	p.partial = append(p.partial, b...)
-	for {
-		i := bytes.IndexByte(p.partial, '\n')
-		if i < 0 {
-			break
-		}
-		p.writeLine(p.partial[:i+1])
-		p.partial = p.partial[i+1:]
-	}
-	return len(b), nil
-}
-
-func (p *procLog) writeLine(line []byte) {
-	var buf []byte
-	if p.name != "" {
-		buf = append(buf, p.name...)
-		buf = append(buf, ": "...)
-	}
-	buf = append(buf, line...)
-	p.out.mu.Lock()
-	defer p.out.mu.Unlock()
-	_, _ = p.out.w.Write(buf)
-}
-
-// flush copies an unfinished last line, once the process has exited.
-func (p *procLog) flush() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.out != nil && len(p.partial) > 0 {
-		p.writeLine(append(p.partial, '\n'))
-		p.partial = nil
-	}
-}
-
-// tailSection formats the kept output for the end of an error message.
-func (p *procLog) tailSection(what string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	tail := p.tail
-	if len(tail) > logTailSize {
-		tail = tail[len(tail)-logTailSize:]
-		// Start at a whole line.
-		if i := bytes.IndexByte(tail, '\n'); i >= 0 {
-			tail = tail[i+1:]
-		}
-	}
-	if len(bytes.TrimSpace(tail)) == 0 {
-		return fmt.Sprintf("\n(%s wrote no output)", what)
-	}
-	return fmt.Sprintf("\n--- last output of %s ---\n%s", what, bytes.TrimRight(tail, "\n"))
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/ingest"
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
+	"github.com/ferrycd/ferry/render"
 )
 
 // AppSummary is one row of GET /api/v1/apps.
@@ -54,13 +57,11 @@ type DiffResponse struct {
 	Diff     string `json:"diff"`
 }
 
-// differ computes the diff of an app's desired state against the cluster.
-type differ func(ctx context.Context, app *v1alpha1.Application) (DiffResponse, error)
-
 // api serves ferry's read API; the mutating calls live in ingest.
 type api struct {
-	apps      *appStore
-	diff      differ
+	apps      *ingest.AppStore
+	renderer  *render.Renderer
+	applier   *apply.Applier
 	jaegerURL string
 }
 
@@ -160,16 +161,34 @@ func (a *api) diffApp(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if a.diff == nil {
-		ingest.WriteAPIError(w, http.StatusNotImplemented, "not_implemented", "diff is not available in this ferry")
-		return
-	}
 	d, err := a.diff(r.Context(), app)
 	if err != nil {
 		ingest.WriteAPIError(w, http.StatusUnprocessableEntity, "diff_failed", err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, d)
+}
+
+// diff renders the app at its target revision and compares it with the
+// cluster through a server-side dry run; Secret data is masked by apply.
+func (a *api) diff(ctx context.Context, app *v1alpha1.Application) (DiffResponse, error) {
+	b, rev, err := a.renderer.Render(ctx, render.Request{App: app})
+	if err != nil {
+		return DiffResponse{}, fmt.Errorf("render failed: %w", err)
+	}
+	objs, err := apply.Decode(b.GetObjects())
+	if err != nil {
+		return DiffResponse{}, err
+	}
+	diffs, err := a.applier.Diff(ctx, apply.SyncOptionsFor(app), objs)
+	if err != nil {
+		return DiffResponse{}, err
+	}
+	var sb strings.Builder
+	for _, d := range diffs {
+		sb.WriteString(d.Diff)
+	}
+	return DiffResponse{Revision: rev, Diff: sb.String()}, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

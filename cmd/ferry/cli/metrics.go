@@ -7,19 +7,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/render"
 	"github.com/ferrycd/ferry/worker"
 )
 
-// metrics are ferry's Prometheus collectors, in Prometheus naming.
+// metrics are ferry's Prometheus collectors, in Prometheus naming; ingest
+// registers its own beside them.
 type metrics struct {
 	reg          *prometheus.Registry
 	syncDuration *prometheus.HistogramVec
 	objects      *prometheus.CounterVec
-	drift        prometheus.Counter
 }
 
-func newMetrics(queue *worker.Queue, renderer *render.Renderer) *metrics {
+var _ apply.Metrics = (*metrics)(nil)
+
+// newMetrics returns the collectors; the ones that ask the queue do so
+// under ctx, the process's, since a scrape hands a collector none.
+func newMetrics(ctx context.Context, queue *worker.Queue, renderer *render.Renderer) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -31,15 +36,11 @@ func newMetrics(queue *worker.Queue, renderer *render.Renderer) *metrics {
 			Name: "ferry_objects_total",
 			Help: "Objects handled by syncs, by action (created, configured, unchanged, pruned, failed).",
 		}, []string{"action"}),
-		drift: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ferry_drift_events_total",
-			Help: "Drift detected on managed objects (changed by another manager, or deleted).",
-		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.syncDuration, m.objects, m.drift,
+		m.syncDuration, m.objects,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "ferry_render_cache_hits_total", Help: "Renders served from the render cache.",
 		}, func() float64 { return float64(renderer.Stats().CacheHits) }),
@@ -49,17 +50,23 @@ func newMetrics(queue *worker.Queue, renderer *render.Renderer) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "ferry_dead_letters_total", Help: "Jobs that failed for good and were kept as dead letters.",
 		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			n, _ := queue.DeadLetters(ctx)
 			return float64(n)
 		}),
-		backlogCollector{queue},
+		backlogCollector{ctx: ctx, q: queue},
 	)
 	return m
 }
 
-func (m *metrics) observe(stage string, start time.Time, err error) {
+// ObjectHandled counts one object a sync handled.
+func (m *metrics) ObjectHandled(action apply.Action) {
+	m.objects.WithLabelValues(string(action)).Inc()
+}
+
+// ObserveStage records the time of one stage of a sync.
+func (m *metrics) ObserveStage(stage string, start time.Time, err error) {
 	result := "success"
 	if err != nil {
 		result = "failure"
@@ -68,14 +75,17 @@ func (m *metrics) observe(stage string, start time.Time, err error) {
 }
 
 // backlogCollector reports the jobs pending per stream and consumer.
-type backlogCollector struct{ q *worker.Queue }
+type backlogCollector struct {
+	ctx context.Context
+	q   *worker.Queue
+}
 
 var pendingDesc = prometheus.NewDesc("ferry_pending_messages", "Jobs waiting or running per stream and consumer.", []string{"stream", "consumer", "state"}, nil)
 
 func (backlogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- pendingDesc }
 
 func (c backlogCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 	defer cancel()
 	stats, err := c.q.Backlog(ctx)
 	if err != nil {

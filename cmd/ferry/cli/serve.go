@@ -202,7 +202,8 @@ func (o *ServeOptions) restConfig() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// Serve runs ferry until ctx is done.
+// Serve runs ferry until ctx is done: every role in one process, around
+// an embedded NATS.
 func Serve(ctx context.Context, o ServeOptions) error {
 	if o.Stderr == nil {
 		o.Stderr = os.Stderr
@@ -211,180 +212,266 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	ghSecret, giteaSecret, gitlabSecret, err := o.webhookSecrets()
+	sec, err := o.secrets(log)
 	if err != nil {
 		return err
 	}
-	if len(ghSecret) == 0 {
-		log.Warn("webhook signatures are NOT verified (--insecure-skip-webhook-verify)")
-	}
-	apiToken, err := readSecret("api-token-file", o.APITokenFile, "FERRY_API_TOKEN")
-	if err != nil {
-		return err
-	}
-	githubToken, err := readSecret("github-token-file", o.GitHubTokenFile, "FERRY_GITHUB_TOKEN")
-	if err != nil {
-		return err
-	}
-	cfg, err := o.restConfig()
-	if err != nil {
-		return err
-	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "ferry/" + version()
-	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 200, 400
-	}
-
 	shutdownTracing, err := setupTracing(ctx, o.TracerProvider)
 	if err != nil {
 		return err
 	}
 	defer shutdownTracing()
 
-	// Kubernetes first: without the CRD and namespace nothing else matters.
-	applier, err := apply.New(cfg, apply.Options{Parallelism: o.ApplyParallelism, InventoryNamespace: o.Namespace}, log)
+	kc, err := o.kubeClients(ctx, log)
 	if err != nil {
 		return err
 	}
-	if err := installCRD(ctx, applier, o.Namespace); err != nil {
-		return err
-	}
-	apps := newAppStore(applier.Dynamic(), o.Namespace)
-
-	emb, err := worker.StartEmbedded(ctx, worker.EmbeddedOptions{DataDir: o.DataDir})
+	emb, nc, queue, err := o.embeddedQueue(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer emb.Shutdown()
+	defer nc.Close()
+	r, err := o.roles(ctx, kc, queue, sec, log)
+	if err != nil {
+		return err
+	}
+	mux, err := o.routes(kc, queue, r, sec, nc, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", o.Listen, err)
+	}
+	return o.run(ctx, kc, queue, r, ln, mux, nc, log)
+}
+
+// serveSecrets are the secrets `ferry serve` reads at start.
+type serveSecrets struct {
+	webhook     map[string][]byte // by provider
+	apiToken    []byte
+	githubToken []byte
+}
+
+func (o *ServeOptions) secrets(log *slog.Logger) (serveSecrets, error) {
+	gh, gitea, gitlab, err := o.webhookSecrets()
+	if err != nil {
+		return serveSecrets{}, err
+	}
+	if len(gh) == 0 {
+		log.Warn("webhook signatures are NOT verified (--insecure-skip-webhook-verify)")
+	}
+	s := serveSecrets{webhook: map[string][]byte{"github": gh, "gitea": gitea, "gitlab": gitlab}}
+	if s.apiToken, err = readSecret("api-token-file", o.APITokenFile, "FERRY_API_TOKEN"); err != nil {
+		return serveSecrets{}, err
+	}
+	if s.githubToken, err = readSecret("github-token-file", o.GitHubTokenFile, "FERRY_GITHUB_TOKEN"); err != nil {
+		return serveSecrets{}, err
+	}
+	return s, nil
+}
+
+// kube holds the Kubernetes side: clients, the applier, and the store of
+// Applications.
+type kube struct {
+	cfg     *rest.Config
+	clients kubernetes.Interface
+	applier *apply.Applier
+	apps    *ingest.AppStore
+}
+
+// kubeClients connects to the cluster and installs the Application CRD and
+// ferry's namespace: without them nothing else matters.
+func (o *ServeOptions) kubeClients(ctx context.Context, log *slog.Logger) (*kube, error) {
+	cfg, err := o.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "ferry/" + version()
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 200, 400
+	}
+	applier, err := apply.New(cfg, apply.Options{Parallelism: o.ApplyParallelism, InventoryNamespace: o.Namespace}, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := installCRD(ctx, applier, o.Namespace); err != nil {
+		return nil, err
+	}
+	clients, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &kube{cfg: cfg, clients: clients, applier: applier, apps: ingest.NewAppStore(applier.Dynamic(), o.Namespace)}, nil
+}
+
+// embeddedQueue starts the embedded NATS server and declares ferry's
+// streams on it.
+func (o *ServeOptions) embeddedQueue(ctx context.Context, log *slog.Logger) (*worker.Embedded, *nats.Conn, *worker.Queue, error) {
+	emb, err := worker.StartEmbedded(ctx, worker.EmbeddedOptions{DataDir: o.DataDir})
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	nc, err := emb.Connect("ferry")
 	if err != nil {
-		return fmt.Errorf("connecting to embedded NATS: %w", err)
+		emb.Shutdown()
+		return nil, nil, nil, fmt.Errorf("connecting to embedded NATS: %w", err)
 	}
-	defer nc.Close()
 	wcfg := worker.DefaultConfig()
 	wcfg.DuplicateWindow = o.DedupWindow
 	queue, err := worker.New(ctx, nc, wcfg, log)
 	if err != nil {
-		return err
+		nc.Close()
+		emb.Shutdown()
+		return nil, nil, nil, err
 	}
+	return emb, nc, queue, nil
+}
 
-	kube, err := kubernetes.NewForConfig(cfg)
+// roleSet is every role of ferry, built and wired but not yet running.
+type roleSet struct {
+	git        *render.GitCache
+	renderer   *render.Renderer
+	render     *render.Role
+	apply      *apply.Role
+	dispatcher *ingest.Dispatcher
+	specs      *ingest.SpecTrigger
+	drift      *ingest.DriftTrigger
+	finalizer  *apply.Finalizer
+	statuses   *ingest.CommitStatus // nil without a token
+	metrics    *metrics
+	ingestM    *ingest.Metrics
+}
+
+func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue, sec serveSecrets, log *slog.Logger) (*roleSet, error) {
+	creds, err := newSecretCredentials(ctx, kc.clients, o.Namespace, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	creds, err := newSecretCredentials(ctx, kube, o.Namespace, log)
+	caps, err := discoveryCapabilities(kc.cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	caps, err := discoveryCapabilities(cfg)
-	if err != nil {
-		return err
+	r := &roleSet{}
+	if r.git, err = render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds)); err != nil {
+		return nil, err
 	}
-	gitCache, err := render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds))
-	if err != nil {
-		return err
-	}
-	renderer := render.New(gitCache, render.Options{
+	r.renderer = render.New(r.git, render.Options{
 		Timeout: o.RenderTimeout, ChartCacheDir: filepath.Join(o.DataDir, "charts"),
-		Credentials: creds, Capabilities: caps,
+		Credentials: creds, Capabilities: caps, ApplicationNamespace: o.Namespace,
 	}, log)
-	metrics := newMetrics(queue, renderer)
-	ingestMetrics := ingest.NewMetrics(metrics.reg)
-	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){
-		"github": ingest.NewGitHub, "gitea": ingest.NewGitea, "gitlab": ingest.NewGitLab,
-	}
-	secrets := map[string][]byte{"github": ghSecret, "gitea": giteaSecret, "gitlab": gitlabSecret}
-	mux := http.NewServeMux()
-	for name, newReceiver := range receivers {
-		rc, err := newReceiver(queue, ingest.ReceiverOptions{
-			Secret:             secrets[name],
-			InsecureSkipVerify: len(secrets[name]) == 0,
-			MaxBodyBytes:       o.MaxWebhookBodyBytes,
-			Metrics:            ingestMetrics,
-		}, log)
-		if err != nil {
-			return err
-		}
-		mux.Handle("POST /webhooks/"+name, rc)
-	}
+	r.metrics = newMetrics(ctx, queue, r.renderer)
+	r.ingestM = ingest.NewMetrics(r.metrics.reg)
+	r.apply = apply.NewRole(kc.applier, kc.apps, r.metrics, log)
+	r.render = render.NewRole(r.renderer, r.git, kc.apps, r.apply, r.metrics.ObserveStage, log)
+	r.finalizer = apply.NewFinalizer(kc.applier, log)
+	r.specs = ingest.NewSpecTrigger(queue, log)
+	r.drift = ingest.NewDriftTrigger(kc.apps, queue, r.ingestM, log)
+
+	githubToken := sec.githubToken
 	if len(githubToken) == 0 && o.GitHubTokenSecret != "" {
-		if githubToken, err = readTokenSecret(ctx, applier.Dynamic(), o.GitHubTokenSecret); err != nil {
-			return err
+		if githubToken, err = readTokenSecret(ctx, kc.applier.Dynamic(), o.GitHubTokenSecret); err != nil {
+			return nil, err
 		}
 	}
-	var statuses *ingest.CommitStatus
 	if len(githubToken) > 0 {
 		apiURL := o.CommitStatusAPIURL
 		if apiURL == "" {
 			apiURL = o.GitHubAPIURL
 		}
-		if statuses, err = ingest.NewCommitStatus(ingest.CommitStatusOptions{
+		if r.statuses, err = ingest.NewCommitStatus(ingest.CommitStatusOptions{
 			APIURL: apiURL, Token: string(githubToken), ExternalURL: o.ExternalURL, Log: log,
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	comparer, err := ingest.NewGitHubCompare(o.GitHubAPIURL, string(githubToken), githubHost(o.GitHubAPIURL), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	heads := queue.Heads()
-	dispatcher := ingest.NewDispatcher(apps, queue, ingest.DispatchOptions{
-		Heads: heads, Comparer: comparer, Warner: conditionWriter{applier.Dynamic()}, Log: log,
-	})
-	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(apps, queue, apiToken, log))
-	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(apps, queue, apiToken, log))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.reg, promhttp.HandlerOpts{}))
-	roles := &roles{apps: apps, renderer: renderer, git: gitCache, applier: applier, status: conditionWriter{applier.Dynamic()}, namespace: o.Namespace, metrics: metrics, statuses: statuses, log: log}
-	(&api{apps: apps, jaegerURL: o.JaegerURL, diff: roles.diff}).register(mux)
+	dopts := ingest.DispatchOptions{Heads: queue.Heads(), Comparer: comparer, Warner: apply.NewStatusWriter(kc.applier.Dynamic()), Log: log}
+	if r.statuses != nil {
+		dopts.Statuses = r.statuses
+	}
+	r.dispatcher = ingest.NewDispatcher(kc.apps, queue, dopts)
+	return r, nil
+}
 
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", o.Listen, err)
+// routes builds the HTTP handler: webhooks, the API, metrics and probes.
+func (o *ServeOptions) routes(kc *kube, queue *worker.Queue, r *roleSet, sec serveSecrets, nc *nats.Conn, log *slog.Logger) (http.Handler, error) {
+	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){
+		"github": ingest.NewGitHub, "gitea": ingest.NewGitea, "gitlab": ingest.NewGitLab,
 	}
+	mux := http.NewServeMux()
+	for name, newReceiver := range receivers {
+		rc, err := newReceiver(queue, ingest.ReceiverOptions{
+			Secret:             sec.webhook[name],
+			InsecureSkipVerify: len(sec.webhook[name]) == 0,
+			MaxBodyBytes:       o.MaxWebhookBodyBytes,
+			Metrics:            r.ingestM,
+		}, log)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("POST /webhooks/"+name, rc)
+	}
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(kc.apps, queue, sec.apiToken, log))
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(kc.apps, queue, sec.apiToken, log))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
+	(&api{apps: kc.apps, renderer: r.renderer, applier: kc.applier, jaegerURL: o.JaegerURL}).register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !nc.IsConnected() || !apps.synced() {
+		if !nc.IsConnected() || !kc.apps.Synced() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	handler := otelhttp.NewHandler(mux, "ferry.http",
+	return otelhttp.NewHandler(mux, "ferry.http",
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			// Probes and scrapes would drown the traces that matter.
 			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics"
 		}),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r.URL.Path) }))
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r.URL.Path) })), nil
+}
 
-	g, ctx := errgroup.WithContext(ctx)
-	if err := apps.watchSpecs(ctx, queue, log); err != nil {
-		return err
-	}
-	fin := &finalizer{applier: applier, namespace: o.Namespace, log: log, running: map[string]bool{}}
-	if err := fin.register(ctx, apps); err != nil {
-		return err
-	}
-	g.Go(func() error { return apps.run(ctx) })
-	if err := apps.waitSynced(ctx); err != nil {
-		return err
-	}
-	g.Go(func() error { return queue.ConsumeEvents(ctx, dispatcher.Dispatch) })
-	g.Go(func() error { return queue.RunRender(ctx, roles) })
-	g.Go(func() error { return queue.RunApply(ctx, roles) })
-	if statuses != nil {
-		g.Go(func() error { return statuses.Start(ctx) })
-	}
-	heal := newHealer(roles, queue)
-	monitor, err := apply.NewMonitor(cfg, apply.MonitorOptions{InventoryNamespace: o.Namespace, ResyncPeriod: o.ResyncPeriod, OnStatus: heal.onStatus}, log)
+// run starts every role and the HTTP server, and waits until ctx is done
+// or one of them fails.
+func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r *roleSet, ln net.Listener, h http.Handler, nc *nats.Conn, log *slog.Logger) error {
+	monitor, err := apply.NewMonitor(kc.cfg, apply.MonitorOptions{
+		InventoryNamespace: o.Namespace, ResyncPeriod: o.ResyncPeriod,
+		OnStatus: func(ctx context.Context, s apply.AppStatus) {
+			r.apply.RecordMonitorStatus(ctx, s)
+			r.drift.OnStatus(ctx, s)
+		},
+	}, log)
 	if err != nil {
 		return err
 	}
+	if err := kc.apps.Handle(r.specs); err != nil {
+		return err
+	}
+	if err := kc.apps.Handle(r.finalizer); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return kc.apps.Start(ctx) })
+	if err := kc.apps.WaitSynced(ctx); err != nil {
+		return err
+	}
+	g.Go(func() error { return queue.ConsumeEvents(ctx, r.dispatcher.Dispatch) })
+	g.Go(func() error { return queue.RunRender(ctx, r.render) })
+	g.Go(func() error { return queue.RunApply(ctx, r.apply) })
 	g.Go(func() error { return monitor.Start(ctx) })
+	if r.statuses != nil {
+		g.Go(func() error { return r.statuses.Start(ctx) })
+		g.Go(func() error { return queue.WatchResults(ctx, r.statuses.ReportResult) })
+	}
 	if o.PollInterval > 0 {
-		poller := ingest.NewPoller(apps, gitCache, heads, queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
+		poller := ingest.NewPoller(kc.apps, r.git, queue.Heads(), queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
 		g.Go(func() error { return poller.Start(ctx) })
 	}
 	g.Go(func() error {
@@ -395,7 +482,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// The run's context is done: shutting down gets a few seconds of
+		// its own to finish the requests in flight.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})

@@ -40,7 +40,9 @@ func setupTracing(ctx context.Context, tp trace.TracerProvider) (shutdown func()
 	sdk := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(sdk)
 	return func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// ferry is stopping, ctx is done: flushing gets a few seconds of
+		// its own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = sdk.Shutdown(sctx)
 	}, nil

@@ -1062,17 +1062,22 @@ func (x *ResourceResult) GetMessage() string {
 
 // SyncResult is published when a sync ends.
 type SyncResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	App           *AppRef                `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
-	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Phase         SyncPhase              `protobuf:"varint,3,opt,name=phase,proto3,enum=ferry.v1.SyncPhase" json:"phase,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	Resources     []*ResourceResult      `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	TraceId       string                 `protobuf:"bytes,8,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
-	Trigger       Trigger                `protobuf:"varint,9,opt,name=trigger,proto3,enum=ferry.v1.Trigger" json:"trigger,omitempty"`
-	DeliveryId    string                 `protobuf:"bytes,10,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	App        *AppRef                `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Revision   string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Phase      SyncPhase              `protobuf:"varint,3,opt,name=phase,proto3,enum=ferry.v1.SyncPhase" json:"phase,omitempty"`
+	Message    string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Resources  []*ResourceResult      `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	TraceId    string                 `protobuf:"bytes,8,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Trigger    Trigger                `protobuf:"varint,9,opt,name=trigger,proto3,enum=ferry.v1.Trigger" json:"trigger,omitempty"`
+	DeliveryId string                 `protobuf:"bytes,10,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// repo_url is the repository the sync was asked for, where its commit
+	// status goes.
+	RepoUrl string `protobuf:"bytes,11,opt,name=repo_url,json=repoUrl,proto3" json:"repo_url,omitempty"`
+	// post_sync says the result is of the PostSync phase alone.
+	PostSync      bool `protobuf:"varint,12,opt,name=post_sync,json=postSync,proto3" json:"post_sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1177,6 +1182,20 @@ func (x *SyncResult) GetDeliveryId() string {
 	return ""
 }
 
+func (x *SyncResult) GetRepoUrl() string {
+	if x != nil {
+		return x.RepoUrl
+	}
+	return ""
+}
+
+func (x *SyncResult) GetPostSync() bool {
+	if x != nil {
+		return x.PostSync
+	}
+	return false
+}
+
 var File_ferry_v1_ferry_proto protoreflect.FileDescriptor
 
 const file_ferry_v1_ferry_proto_rawDesc = "" +
@@ -1259,7 +1278,7 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x06 \x01(\tR\x06action\x12\x18\n" +
-	"\amessage\x18\a \x01(\tR\amessage\"\xaa\x03\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"\xe2\x03\n" +
 	"\n" +
 	"SyncResult\x12\"\n" +
 	"\x03app\x18\x01 \x01(\v2\x10.ferry.v1.AppRefR\x03app\x12\x1a\n" +
@@ -1275,7 +1294,9 @@ const file_ferry_v1_ferry_proto_rawDesc = "" +
 	"\atrigger\x18\t \x01(\x0e2\x11.ferry.v1.TriggerR\atrigger\x12\x1f\n" +
 	"\vdelivery_id\x18\n" +
 	" \x01(\tR\n" +
-	"deliveryId*\xaf\x01\n" +
+	"deliveryId\x12\x19\n" +
+	"\brepo_url\x18\v \x01(\tR\arepoUrl\x12\x1b\n" +
+	"\tpost_sync\x18\f \x01(\bR\bpostSync*\xaf\x01\n" +
 	"\aTrigger\x12\x17\n" +
 	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fTRIGGER_PUSH\x10\x01\x12\x10\n" +

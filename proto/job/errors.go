@@ -1,4 +1,4 @@
-package worker
+package job
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func IsTerminal(err error) bool {
 
 // retryError asks for a redelivery after a given delay, outside the
 // worker's own delivery limit: the caller counts attempts itself (an app's
-// syncPolicy.retry), through Delivery.
+// syncPolicy.retry), through Attempt.
 type retryError struct {
 	err   error
 	after time.Duration
@@ -45,18 +45,34 @@ func RetryAfter(err error, d time.Duration) error {
 	return &retryError{err: err, after: d}
 }
 
-type deliveryKey struct{}
-
-// Delivery returns which delivery of its job the handler running with ctx
-// is: 1 for the first.
-func Delivery(ctx context.Context) int {
-	if n, ok := ctx.Value(deliveryKey{}).(uint64); ok {
-		return int(n)
+// RetryDelay returns the delay err asked for with RetryAfter. A terminal
+// error never asks for one.
+func RetryDelay(err error) (time.Duration, bool) {
+	var r *retryError
+	if !errors.As(err, &r) || IsTerminal(err) {
+		return 0, false
 	}
-	return 1
+	return r.after, true
 }
 
 // ErrSkip is returned by a role that decided, on purpose, to do nothing
 // with a job (a suspended app, a stale request): the job is acked and
 // nothing is published.
-var ErrSkip = errors.New("worker: job skipped")
+var ErrSkip = errors.New("job skipped")
+
+type attemptKey struct{}
+
+// WithAttempt returns ctx carrying n, the delivery of the job being
+// handled (1 for the first).
+func WithAttempt(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, attemptKey{}, n)
+}
+
+// Attempt returns which delivery of its job the handler running with ctx
+// is: 1 for the first, and 1 when ctx carries none.
+func Attempt(ctx context.Context) int {
+	if n, ok := ctx.Value(attemptKey{}).(int); ok && n > 0 {
+		return n
+	}
+	return 1
+}
