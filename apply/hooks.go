@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // ErrHookFailed is wrapped by every *HookError.
@@ -133,6 +135,16 @@ func (r *run) runHook(ctx context.Context, h *object, phase HookPhase) ObjectRes
 		case apierrors.IsNotFound(err):
 		case err != nil:
 			return fail(apiError(err))
+		case live.GetAnnotations()[v1alpha1.AnnotationApp] != r.app:
+			// Only this app's own earlier hook is replaced: a live object
+			// of the same kind and name is someone else's.
+			owner := live.GetAnnotations()[v1alpha1.AnnotationApp]
+			if owner == "" {
+				owner = "no app of ferry's"
+			} else {
+				owner = "app " + owner
+			}
+			return fail(fmt.Errorf("%s %s exists and belongs to %s: a hook replaces only its own app's earlier hook", live.GetKind(), live.GetName(), owner))
 		case h.hook.policy[deleteBeforeCreation]:
 			if err := r.a.deleteAndWait(ctx, ri, live, timeout); err != nil {
 				return fail(err)

@@ -199,6 +199,37 @@ func TestHookIsReplacedBeforeCreation(t *testing.T) {
 	}
 }
 
+func TestHookReplacesOnlyItsOwnApps(t *testing.T) {
+	a, _ := newApplier(t)
+	ns := newNamespace(t)
+	// A live ConfigMap of the hook's name that another app (or a person)
+	// owns: the hook must not delete it.
+	for owner, ann := range map[string]map[string]string{
+		"another app": {v1alpha1.AnnotationApp: "ferry/someone-else"},
+		"nobody":      nil,
+	} {
+		t.Run("refuses to replace an object of "+owner, func(t *testing.T) {
+			name := uniqueName(t)
+			live := objects(t, configMap(name, map[string]string{"keep": "me"}, ann))[0]
+			if _, err := testDyn.Resource(cmGVR).Namespace(ns).Create(t.Context(), live, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			uid := get(t, cmGVR, ns, name).GetUID()
+			opts := SyncOptions{App: inventoryNS + "/" + uniqueName(t), Namespace: ns}
+			res, err := a.Sync(t.Context(), opts, objects(t, configMap("main-"+name, nil, nil), hookCM(name, "PreSync")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !errors.Is(res.Err, ErrHookFailed) || !strings.Contains(res.Err.Error(), "a hook replaces only its own app's earlier hook") {
+				t.Fatalf("sync outcome %v; want the hook refused", res.Err)
+			}
+			if got := get(t, cmGVR, ns, name); got == nil || got.GetUID() != uid {
+				t.Error("the other owner's object was replaced")
+			}
+		})
+	}
+}
+
 func TestPostSyncHooksWaitForHealth(t *testing.T) {
 	a, log := newApplier(t)
 	ns := newNamespace(t)

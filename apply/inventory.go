@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,10 +22,9 @@ import (
 )
 
 // Inventory storage: one ConfigMap per app in ferry's namespace, labelled
-// LabelInventory, holding the JSON of an Inventory under InventoryKey.
+// v1alpha1.LabelInventory, holding the JSON of an Inventory under
+// InventoryKey.
 const (
-	// LabelInventory is "true" on inventory ConfigMaps.
-	LabelInventory = "ferry.dev/inventory"
 	// InventoryKey is the ConfigMap data key holding the Inventory JSON.
 	InventoryKey = "inventory"
 )
@@ -134,11 +134,15 @@ func (a *Applier) readInventory(ctx context.Context, app string) (*Inventory, st
 	return inv, u.GetResourceVersion(), nil
 }
 
+// errCorruptInventory is wrapped when an inventory ConfigMap does not hold
+// an inventory: someone edited it, or wrote it in ferry's name.
+var errCorruptInventory = errors.New("corrupt inventory")
+
 func decodeInventory(u *unstructured.Unstructured) (*Inventory, error) {
 	data, _, _ := unstructured.NestedString(u.Object, "data", InventoryKey)
 	inv := &Inventory{}
 	if err := json.Unmarshal([]byte(data), inv); err != nil {
-		return nil, fmt.Errorf("decoding inventory %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+		return nil, fmt.Errorf("decoding inventory %s/%s: %w: %v", u.GetNamespace(), u.GetName(), errCorruptInventory, err)
 	}
 	return inv, nil
 }
@@ -157,7 +161,7 @@ func (a *Applier) writeInventory(ctx context.Context, inv *Inventory, rv *string
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: InventoryName(inv.App), Namespace: a.opts.InventoryNamespace, ResourceVersion: *rv,
-			Labels:      map[string]string{LabelInventory: "true"},
+			Labels:      map[string]string{v1alpha1.LabelInventory: "true"},
 			Annotations: map[string]string{v1alpha1.AnnotationApp: inv.App},
 		},
 		Data: map[string]string{InventoryKey: string(data)},
@@ -202,7 +206,7 @@ func entryMap(entries []InventoryEntry) map[string]InventoryEntry {
 // listInventories returns every app's inventory, for the checks that keep
 // prune from deleting what another app declares.
 func (a *Applier) listInventories(ctx context.Context) ([]*Inventory, error) {
-	l, err := a.dyn.Resource(configMaps).Namespace(a.opts.InventoryNamespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInventory + "=true"})
+	l, err := a.dyn.Resource(configMaps).Namespace(a.opts.InventoryNamespace).List(ctx, metav1.ListOptions{LabelSelector: v1alpha1.LabelInventory + "=true"})
 	if err != nil {
 		return nil, fmt.Errorf("listing inventories: %w", err)
 	}
@@ -210,7 +214,12 @@ func (a *Applier) listInventories(ctx context.Context) ([]*Inventory, error) {
 	for i := range l.Items {
 		inv, err := decodeInventory(&l.Items[i])
 		if err != nil {
-			return nil, err
+			// One app's broken inventory is that app's failure, shown by
+			// its own syncs; it must not stop every other app's prune.
+			// What it held is still guarded by each object's owner
+			// annotation, which prune checks on the live object.
+			a.log.WarnContext(ctx, "skipping a corrupt inventory", "inventory", l.Items[i].GetName(), "error", err)
+			continue
 		}
 		out = append(out, inv)
 	}

@@ -146,7 +146,7 @@ func (m *Monitor) Start(ctx context.Context) error {
 	}
 	m.ctx = ctx
 	m.inv = dynamicinformer.NewFilteredDynamicInformer(m.dyn, configMaps, m.opts.InventoryNamespace, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = LabelInventory + "=true" }).Informer()
+		func(o *metav1.ListOptions) { o.LabelSelector = v1alpha1.LabelInventory + "=true" }).Informer()
 	m.mu.Unlock()
 
 	_, err := m.inv.AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -97,6 +97,8 @@ type planInput struct {
 	objects        []*unstructured.Unstructured
 	hooks          bool // honour hook annotations
 	label          bool // set v1alpha1.LabelManaged
+	// project, when set, must allow every object.
+	project *v1alpha1.Project
 }
 
 // plan prepares the objects. Objects that cannot be applied at all (no
@@ -220,6 +222,11 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 		u.SetNamespace("")
 	}
 	o.ref.Namespace = u.GetNamespace()
+	if pin.project != nil {
+		if err := a.admitObject(pin.project, o); err != nil {
+			return o, err
+		}
+	}
 	switch {
 	case o.gk.Group == "" && o.gk.Kind == "Namespace",
 		o.gk.Group == "apiextensions.k8s.io" && o.gk.Kind == "CustomResourceDefinition":

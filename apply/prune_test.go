@@ -1,6 +1,8 @@
 package apply
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -51,6 +53,29 @@ func TestPruneSafety(t *testing.T) {
 		diffActions(t, map[string]Action{"ConfigMap/" + ns + "/other": ActionUnchanged, "ConfigMap/" + ns + "/taken": ActionPruneSkipped}, res)
 		if get(t, cmGVR, ns, "taken") == nil {
 			t.Error("pruned an object of another app")
+		}
+	})
+
+	t.Run("prunes past another app's corrupt inventory, which fails only its own app", func(t *testing.T) {
+		a, _ := newApplier(t)
+		ns := newNamespace(t)
+		broken := inventoryNS + "/" + uniqueName(t)
+		cm := objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+InventoryName(broken)+"\n  namespace: "+inventoryNS+
+			"\n  labels: {ferry.dev/inventory: \"true\"}\ndata: {inventory: \"{not json\"}\n")[0]
+		if _, err := testDyn.Resource(cmGVR).Namespace(inventoryNS).Create(t.Context(), cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = testDyn.Resource(cmGVR).Namespace(inventoryNS).Delete(context.Background(), InventoryName(broken), metav1.DeleteOptions{})
+		})
+		opts := SyncOptions{App: inventoryNS + "/" + ns, Namespace: ns, Prune: true}
+		mustSync(t, a, opts, objects(t, configMap("gone", nil, nil), configMap("other", nil, nil)))
+		res := mustSync(t, a, opts, objects(t, configMap("other", nil, nil)))
+		diffActions(t, map[string]Action{"ConfigMap/" + ns + "/other": ActionUnchanged, "ConfigMap/" + ns + "/gone": ActionPruned}, res)
+
+		_, err := a.Sync(t.Context(), SyncOptions{App: broken, Namespace: ns, Prune: true}, objects(t, configMap("mine", nil, nil)))
+		if err == nil || !strings.Contains(err.Error(), InventoryName(broken)) {
+			t.Errorf("the broken app's own sync: %v; want an error naming its inventory", err)
 		}
 	})
 

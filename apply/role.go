@@ -24,6 +24,12 @@ type AppGetter interface {
 	Get(namespace, name string) (*v1alpha1.Application, error)
 }
 
+// ProjectGetter reads a Project of ferry's namespace, from a cache. It
+// returns an error that apierrors.IsNotFound recognises when there is none.
+type ProjectGetter interface {
+	Project(name string) (*v1alpha1.Project, error)
+}
+
 // Metrics observes what the apply role does; nil observes nothing.
 type Metrics interface {
 	// ObserveStage records how long a stage (render, apply, or the whole
@@ -42,19 +48,35 @@ var unavailableBackoff = job.Backoff{First: time.Second, Factor: 2, Max: time.Mi
 // decides whether a failed sync is tried again: for its own failures and
 // for those the render role reports to it.
 type Role struct {
-	applier *Applier
-	apps    AppGetter
-	status  StatusWriter
-	metrics Metrics
-	log     *slog.Logger
+	applier  *Applier
+	apps     AppGetter
+	projects ProjectGetter
+	status   StatusWriter
+	metrics  Metrics
+	log      *slog.Logger
 }
 
-// NewRole returns the apply role over a and the Applications apps holds.
-func NewRole(a *Applier, apps AppGetter, m Metrics, log *slog.Logger) *Role {
+// NewRole returns the apply role over a, the Applications apps holds and
+// the Projects projects holds.
+func NewRole(a *Applier, apps AppGetter, projects ProjectGetter, m Metrics, log *slog.Logger) *Role {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Role{applier: a, apps: apps, status: NewStatusWriter(a.Dynamic()), metrics: m, log: log}
+	return &Role{applier: a, apps: apps, projects: projects, status: NewStatusWriter(a.Dynamic()), metrics: m, log: log}
+}
+
+// errNoProject is the cause of a sync waiting for its app's project.
+var errNoProject = errors.New("the app's project does not exist (yet)")
+
+// project returns app's project. A project that does not exist yet (an app
+// of apps may create it in the same sync as the app) is waited for.
+func (r *Role) project(app *v1alpha1.Application) (*v1alpha1.Project, error) {
+	name := v1alpha1.ProjectOf(app)
+	p, err := r.projects.Project(name)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("project %q: %w", name, errNoProject)
+	}
+	return p, err
 }
 
 // app returns the Application a job names; a job for an app that no
@@ -79,7 +101,11 @@ func (r *Role) Admit(ctx context.Context, app *v1alpha1.Application, req *ferryv
 	}
 	r.condition(ctx, app, v1alpha1.ConditionSuspended, "")
 	r.condition(ctx, app, v1alpha1.ConditionUnsupportedFields, v1alpha1.UnsupportedMessage(app))
-	if err := v1alpha1.CheckDestination(app.Spec.Destination); err != nil {
+	p, err := r.project(app)
+	if err != nil {
+		return r.unavailable(ctx, app, req.GetRevision(), req.GetTrigger(), time.Now(), err)
+	}
+	if err := admitSpec(p, app); err != nil {
 		r.condition(ctx, app, v1alpha1.ConditionInvalidSpec, err.Error())
 		return job.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), time.Now(), nil, err))
 	}
@@ -114,7 +140,16 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 	if err != nil {
 		return nil, job.Terminal(fmt.Errorf("bundle %s: %w", b.GetHash(), err))
 	}
+	p, err := r.project(app)
+	if err != nil {
+		return nil, r.unavailable(ctx, app, req.GetRevision(), req.GetTrigger(), started, err)
+	}
+	if err := admitSpec(p, app); err != nil {
+		// The project narrowed since the render: nothing of it is applied.
+		return nil, job.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
+	}
 	opts := SyncOptionsFor(app)
+	opts.Project = p
 	opts.Revision = req.GetRevision()
 	opts.SkipHooks = req.GetTrigger() == ferryv1.Trigger_TRIGGER_DRIFT
 	var res *Result
@@ -177,6 +212,23 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
 		"objects", len(res.Objects), "trigger", applyTrigger(req), "duration", rec.FinishedAt.Sub(started))
 	return out, nil
+}
+
+// admitSpec checks what the app's spec asks of its project: the cluster,
+// every source repository, and the destination namespace.
+func admitSpec(p *v1alpha1.Project, app *v1alpha1.Application) error {
+	if err := v1alpha1.CheckDestination(app.Spec.Destination); err != nil {
+		return err
+	}
+	for _, src := range app.Spec.AllSources() {
+		if err := p.AllowsSource(src.RepoURL); err != nil {
+			return err
+		}
+	}
+	if ns := app.Spec.Destination.Namespace; ns != "" {
+		return p.AllowsDestination(ns)
+	}
+	return nil
 }
 
 // RecordMonitorStatus writes what the Monitor observed of an app into its

@@ -168,6 +168,10 @@ func (r *run) declaredBy(ctx context.Context, app, key string) (bool, error) {
 	entries, ok := r.owners[app]
 	if !ok {
 		inv, _, err := r.a.readInventory(ctx, app)
+		if errors.Is(err, errCorruptInventory) {
+			// What the owner holds cannot be told: never take it over.
+			return true, nil
+		}
 		if err != nil {
 			return false, err
 		}

@@ -131,6 +131,7 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 	st.History = append(st.History, v1alpha1.SyncHistory{
 		ID: nextID, Revision: rec.Revision, Phase: phase, Trigger: rec.Trigger,
 		DeployedAt: finished, TraceID: rec.TraceID, SpanID: rec.SpanID, Message: op.Message,
+		BundleHash: rec.BundleHash,
 	})
 	if n := len(st.History); n > v1alpha1.HistoryLimit {
 		st.History = st.History[n-v1alpha1.HistoryLimit:]

@@ -61,6 +61,22 @@ func TestApplyRecordOfPendingPostSync(t *testing.T) {
 	}
 }
 
+func TestApplyRecordKeepsTheBundleInHistory(t *testing.T) {
+	st := &v1alpha1.ApplicationStatus{}
+	applyRecord(st, SyncRecord{Revision: "abc", BundleHash: "sha256-ok", Result: &Result{}})
+	applyRecord(st, SyncRecord{Revision: "def", BundleHash: "sha256-failed", Err: errors.New("apply failed")})
+	var got []string
+	for _, e := range st.History {
+		got = append(got, e.BundleHash)
+	}
+	if d := cmp.Diff([]string{"sha256-ok", "sha256-failed"}, got); d != "" {
+		t.Errorf("history bundle hashes (-want +got):\n%s", d)
+	}
+	if st.Sync.BundleHash != "sha256-ok" {
+		t.Errorf("sync bundle = %q, want the last one applied in full, sha256-ok", st.Sync.BundleHash)
+	}
+}
+
 func TestIsTransient(t *testing.T) {
 	gr := schema.GroupResource{Resource: "configmaps"}
 	cases := []struct {

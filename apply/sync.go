@@ -55,6 +55,10 @@ type SyncOptions struct {
 	SkipHooks bool
 	// HookTimeout overrides Options.HookTimeout when positive.
 	HookTimeout time.Duration
+	// Project, when set, is the app's project: every object must be one
+	// it allows, or the sync fails with nothing applied and nothing
+	// pruned. Nil checks nothing (ferry's own objects).
+	Project *v1alpha1.Project
 }
 
 // SyncOptionsFor returns the SyncOptions of an Application: its name,
@@ -145,7 +149,7 @@ func (a *Applier) newRun(opts SyncOptions, p *plan) *run {
 }
 
 func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructured.Unstructured) (*Result, error) {
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project})
 	r := a.newRun(opts, p)
 	if len(invalid) > 0 {
 		r.res.Objects = invalid
@@ -456,7 +460,7 @@ func (a *Applier) RunPostSync(ctx context.Context, opts SyncOptions, objs []*uns
 	}
 	ctx, span := tracer().Start(ctx, "apply.postsync", trace.WithAttributes(attribute.String("ferry.app", opts.App)))
 	defer span.End()
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project})
 	if len(invalid) > 0 {
 		return nil, fmt.Errorf("%w: the bundle has invalid objects", ErrNoPostSyncPending)
 	}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	"github.com/ferrycd/ferry/proto/job"
@@ -138,12 +139,22 @@ func (f *Finalizer) finalize(ctx context.Context, app *v1alpha1.Application) {
 		case <-time.After(delay):
 		}
 	}
-	fins := slices.DeleteFunc(slices.Clone(app.Finalizers), func(s string) bool {
-		return s == v1alpha1.ResourcesFinalizer || s == v1alpha1.ArgoResourcesFinalizer
+	// The app changes while its resources go (the Monitor records their
+	// health): remove the finalizer from the newest copy, again after a
+	// conflict, so that the deletion always finishes.
+	ri := f.applier.Dynamic().Resource(v1alpha1.ApplicationsResource).Namespace(app.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		live, err := ri.Get(ctx, app.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		fins := slices.DeleteFunc(live.GetFinalizers(), func(s string) bool {
+			return s == v1alpha1.ResourcesFinalizer || s == v1alpha1.ArgoResourcesFinalizer
+		})
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fins, "resourceVersion": live.GetResourceVersion()}})
+		_, err = ri.Patch(ctx, app.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
 	})
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fins, "resourceVersion": app.ResourceVersion}})
-	_, err := f.applier.Dynamic().Resource(v1alpha1.ApplicationsResource).Namespace(app.Namespace).
-		Patch(ctx, app.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		f.log.WarnContext(ctx, "could not remove the resources finalizer", "app", key, "error", err)
 	}

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -45,17 +46,22 @@ var (
 // NewAppStore returns a store of the Applications in namespace; Start
 // fills it.
 func NewAppStore(dyn dynamic.Interface, namespace string) *AppStore {
+	return &AppStore{informer: slimInformer(dyn, v1alpha1.ApplicationsResource, namespace)}
+}
+
+// slimInformer returns an informer over gvr in namespace whose cache keeps
+// no managed fields: ferry never reads them, and dropping them keeps the
+// cache small.
+func slimInformer(dyn dynamic.Interface, gvr schema.GroupVersionResource, namespace string) cache.SharedIndexInformer {
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, namespace, nil)
-	inf := f.ForResource(v1alpha1.ApplicationsResource).Informer()
-	// ferry never reads an Application's managed fields; dropping them
-	// keeps the cache small.
+	inf := f.ForResource(gvr).Informer()
 	_ = inf.SetTransform(func(obj any) (any, error) {
 		if u, ok := obj.(*unstructured.Unstructured); ok {
 			u.SetManagedFields(nil)
 		}
 		return obj, nil
 	})
-	return &AppStore{informer: inf}
+	return inf
 }
 
 // Handle makes h hear of every create, change and delete from now on,
@@ -142,16 +148,22 @@ func (s *AppStore) GetApplication(_ context.Context, namespace, name string) (*v
 
 // decode converts an informer object, which may be a deletion tombstone.
 func (s *AppStore) decode(obj any) (*v1alpha1.Application, error) {
+	return decodeObject[v1alpha1.Application](obj)
+}
+
+// decodeObject converts an informer object, which may be a deletion
+// tombstone, into a T.
+func decodeObject[T any](obj any) (*T, error) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
-		return nil, fmt.Errorf("unexpected %T in application store", obj)
+		return nil, fmt.Errorf("unexpected %T in an informer", obj)
 	}
-	app := &v1alpha1.Application{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, app); err != nil {
-		return nil, fmt.Errorf("application %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, out); err != nil {
+		return nil, fmt.Errorf("%s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
-	return app, nil
+	return out, nil
 }

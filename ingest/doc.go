@@ -1,7 +1,12 @@
 // Package ingest turns the outside world into per-app sync jobs.
 //
-// The webhook receivers verify a provider's push (HMAC, size cap), normalise
-// it into a ferryv1.PushEvent and answer only once JetStream has stored it.
+// The webhook receivers verify a provider's push, normalise it into a
+// ferryv1.PushEvent and answer only once JetStream has stored it. What the
+// headers can refuse (no signature, a wrong GitLab token, a declared size
+// over the cap or over the in-flight ByteBudget) is refused before the body
+// is read; the body is read once and its HMAC checked before any JSON parser
+// sees it. Authorizer holds the API's token rules, for the read API in cmd
+// and the mutating handlers here alike.
 // Dispatch consumes those events and decides which Applications a push
 // touches: by repository URL, ref, and the paths the push changed.
 //

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -36,23 +35,6 @@ func WriteAPIError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, APIError{Code: code, Message: msg})
 }
 
-// Authorize checks the bearer token of a mutating API call. An empty token
-// means mutations are disabled. It answers the request itself and returns
-// false when the call may not go on.
-func Authorize(w http.ResponseWriter, r *http.Request, token []byte) bool {
-	if len(token) == 0 {
-		WriteAPIError(w, http.StatusForbidden, "mutations_disabled", "this ferry has no API token (--api-token-file); mutating calls are disabled")
-		return false
-	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), token) != 1 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
-		WriteAPIError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
-		return false
-	}
-	return true
-}
-
 // SyncResponse answers an accepted manual sync.
 type SyncResponse struct {
 	Status    string `json:"status"`
@@ -62,12 +44,13 @@ type SyncResponse struct {
 }
 
 // Trigger handles the mutating app calls, POST .../sync and
-// POST .../rollback: it checks the bearer token, reads the optional JSON
-// body {"revision": "..."}, finds the app and enqueues the sync.
+// POST .../rollback: it asks the Authorizer (the admin token only), reads
+// the optional JSON body {"revision": "..."}, finds the app and enqueues
+// the sync.
 type Trigger struct {
 	apps     AppGetter
 	pub      SyncPublisher
-	token    []byte
+	auth     *Authorizer
 	log      *slog.Logger
 	verb     string
 	trigger  ferryv1.Trigger
@@ -77,8 +60,8 @@ type Trigger struct {
 // NewManualSync returns the handler of POST /api/v1/apps/{namespace}/{name}/sync:
 // a sync with trigger manual, at the asked revision or else the app's
 // targetRevision.
-func NewManualSync(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Trigger {
-	return newTrigger(apps, pub, token, log, "sync", ferryv1.Trigger_TRIGGER_MANUAL,
+func NewManualSync(apps AppGetter, pub SyncPublisher, auth *Authorizer, log *slog.Logger) *Trigger {
+	return newTrigger(apps, pub, auth, log, "sync", ferryv1.Trigger_TRIGGER_MANUAL,
 		func(_ *v1alpha1.Application, asked string) (string, *APIError) { return asked, nil })
 }
 
@@ -86,8 +69,8 @@ func NewManualSync(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Lo
 // it re-applies a revision from the app's history, as Argo CD does, and only
 // while automated sync is off (otherwise Git would win again at once). By
 // default the revision is the last successful one before the current.
-func NewRollback(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger) *Trigger {
-	return newTrigger(apps, pub, token, log, "rollback", ferryv1.Trigger_TRIGGER_ROLLBACK,
+func NewRollback(apps AppGetter, pub SyncPublisher, auth *Authorizer, log *slog.Logger) *Trigger {
+	return newTrigger(apps, pub, auth, log, "rollback", ferryv1.Trigger_TRIGGER_ROLLBACK,
 		func(app *v1alpha1.Application, asked string) (string, *APIError) {
 			if app.Spec.IsAutomated() {
 				return "", &APIError{Code: "automated_sync_enabled", Message: "rollback is refused while automated sync is on: turn off spec.syncPolicy.automated first"}
@@ -100,16 +83,16 @@ func NewRollback(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logg
 		})
 }
 
-func newTrigger(apps AppGetter, pub SyncPublisher, token []byte, log *slog.Logger, verb string, t ferryv1.Trigger,
+func newTrigger(apps AppGetter, pub SyncPublisher, auth *Authorizer, log *slog.Logger, verb string, t ferryv1.Trigger,
 	revision func(*v1alpha1.Application, string) (string, *APIError)) *Trigger {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Trigger{apps: apps, pub: pub, token: token, log: log, verb: verb, trigger: t, revision: revision}
+	return &Trigger{apps: apps, pub: pub, auth: auth, log: log, verb: verb, trigger: t, revision: revision}
 }
 
 func (h *Trigger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !Authorize(w, r, h.token) {
+	if !h.auth.Mutate(w, r) {
 		return
 	}
 	ns, name := r.PathValue("namespace"), r.PathValue("name")

@@ -27,9 +27,9 @@ func (a apps) GetApplication(_ context.Context, ns, name string) (*v1alpha1.Appl
 func TestManualSync(t *testing.T) {
 	list := apps{app("manual-app", v1alpha1.ApplicationSource{RepoURL: repo, Path: "a"})}
 	mux := http.NewServeMux()
-	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(list, queue, []byte("tok"), nil))
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(list, queue, ingest.NewAuthorizer([]byte("tok"), []byte("ro"), false), nil))
 	disabled := http.NewServeMux()
-	disabled.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(list, queue, nil, nil))
+	disabled.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(list, queue, ingest.NewAuthorizer(nil, []byte("ro"), false), nil))
 
 	call := func(h http.Handler, path, token, body string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
@@ -51,6 +51,7 @@ func TestManualSync(t *testing.T) {
 	}{
 		{"refuses a call without a token", mux, "/api/v1/apps/ferry/manual-app/sync", "", "", 401, `"unauthorized"`},
 		{"refuses a wrong token", mux, "/api/v1/apps/ferry/manual-app/sync", "nope", "", 401, `"unauthorized"`},
+		{"forbids the read-only token", mux, "/api/v1/apps/ferry/manual-app/sync", "ro", "", 403, `"forbidden"`},
 		{"refuses every call when no token is configured", disabled, "/api/v1/apps/ferry/manual-app/sync", "tok", "", 403, `"mutations_disabled"`},
 		{"answers 404 for an unknown app", mux, "/api/v1/apps/ferry/missing/sync", "tok", "", 404, `"not_found"`},
 		{"rejects a body that is not JSON", mux, "/api/v1/apps/ferry/manual-app/sync", "tok", "revision=abc", 400, `"bad_request"`},

@@ -13,7 +13,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_webhooks_total",
-			Help: "Webhook deliveries by provider and result (accepted, duplicate, unauthorized, bad_request, too_large, ignored, unavailable, pong).",
+			Help: "Webhook deliveries by provider and result (accepted, duplicate, unauthorized, bad_request, too_large, ignored, unavailable, busy, pong).",
 		}, []string{"provider", "result"}),
 		driftEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_drift_events_total",

@@ -115,7 +115,7 @@ func (p *Poller) PollOnce(ctx context.Context) (int, error) {
 		w := repos[key]
 		refs, head, err := p.remote.Refs(ctx, w.url)
 		if err != nil {
-			p.log.Warn("ls-remote failed", "repo", w.url, "error", err)
+			p.log.Warn("ls-remote failed", "repo", v1alpha1.RedactRepoURL(w.url), "error", err)
 			continue
 		}
 		defaultBranch := strings.TrimPrefix(head, "refs/heads/")
@@ -154,6 +154,12 @@ func resolveRef(rev, head string, refs map[string]string) string {
 	return ""
 }
 
+// pollRef publishes a push event when ref's head, sha, moved. sha is the
+// ref's tip as ls-remote reported it, never a commit from a payload, so
+// the render role's ref check (render.GitCache.CheckRef) accepts it by
+// construction: the tip, or an ancestor of the tip once the branch moved
+// on. Only a force push between the poll and the render makes it fail the
+// check, and then the next poll brings the new tip.
 func (p *Poller) pollRef(ctx context.Context, url, ref, sha, defaultBranch string) (int, error) {
 	key := HeadKey(url, ref)
 	last, err := p.heads.Get(ctx, key)
@@ -178,7 +184,7 @@ func (p *Poller) pollRef(ctx context.Context, url, ref, sha, defaultBranch strin
 	if last != "" {
 		files, err := p.remote.ChangedFiles(ctx, url, last, sha)
 		if err != nil {
-			p.log.Warn("diff unavailable; the new head syncs every app on its ref", "repo", url, "ref", ref, "error", err)
+			p.log.Warn("diff unavailable; the new head syncs every app on its ref", "repo", v1alpha1.RedactRepoURL(url), "ref", ref, "error", err)
 			ev.CommitsTruncated = true
 		} else {
 			ev.Commits = []*ferryv1.Commit{{Id: sha, Modified: files}}
@@ -187,6 +193,6 @@ func (p *Poller) pollRef(ctx context.Context, url, ref, sha, defaultBranch strin
 	if _, err := p.pub.PublishEvent(ctx, ev); err != nil {
 		return 0, err
 	}
-	p.log.Info("new head found by polling", "repo", url, "ref", ref, "revision", sha, "previous", last)
+	p.log.Info("new head found by polling", "repo", v1alpha1.RedactRepoURL(url), "ref", ref, "revision", sha, "previous", last)
 	return 1, nil
 }

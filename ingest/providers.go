@@ -1,7 +1,12 @@
 package ingest
 
 import (
-	"errors"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -21,68 +26,76 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 // NewGitHub returns the receiver for GitHub push webhooks
 // (POST /webhooks/github), verified with X-Hub-Signature-256.
 func NewGitHub(pub EventPublisher, opts ReceiverOptions, log *slog.Logger) (*Receiver, error) {
-	var o []github.Option
-	if len(opts.Secret) > 0 {
-		o = append(o, github.Options.Secret(string(opts.Secret)))
-	}
-	hook, err := github.New(o...)
-	if err != nil {
-		return nil, err
-	}
-	return newReceiver(githubProvider{hook}, pub, opts, log)
+	return newReceiver(githubProvider{}, pub, opts, log)
 }
 
 // NewGitea returns the receiver for Gitea push webhooks
 // (POST /webhooks/gitea), verified with X-Gitea-Signature.
 func NewGitea(pub EventPublisher, opts ReceiverOptions, log *slog.Logger) (*Receiver, error) {
-	var o []gitea.Option
-	if len(opts.Secret) > 0 {
-		o = append(o, gitea.Options.Secret(string(opts.Secret)))
-	}
-	hook, err := gitea.New(o...)
-	if err != nil {
-		return nil, err
-	}
-	return newReceiver(giteaProvider{hook}, pub, opts, log)
+	return newReceiver(giteaProvider{}, pub, opts, log)
 }
 
 // NewGitLab returns the receiver for GitLab push webhooks
 // (POST /webhooks/gitlab), verified with X-Gitlab-Token.
 func NewGitLab(pub EventPublisher, opts ReceiverOptions, log *slog.Logger) (*Receiver, error) {
-	var o []gitlab.Option
-	if len(opts.Secret) > 0 {
-		o = append(o, gitlab.Options.Secret(string(opts.Secret)))
-	}
-	hook, err := gitlab.New(o...)
-	if err != nil {
-		return nil, err
-	}
-	return newReceiver(gitlabProvider{hook}, pub, opts, log)
+	return newReceiver(gitlabProvider{}, pub, opts, log)
 }
 
-type githubProvider struct{ hook *github.Webhook }
+// hmacMatches reports whether sig, hex, is the HMAC-SHA256 of body under
+// secret. hmac.Equal takes constant time.
+func hmacMatches(secret, body []byte, sig string) bool {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	want := make([]byte, hex.EncodedLen(m.Size()))
+	hex.Encode(want, m.Sum(nil))
+	return hmac.Equal([]byte(sig), want)
+}
+
+// decodeJSON decodes body into a T; the go-playground/webhooks types are
+// reused for their field names, not its Parse, which reads the body again.
+func decodeJSON[T any](body []byte) (any, string, error) {
+	if len(body) == 0 {
+		return nil, "", errDecode{"empty or unreadable payload"}
+	}
+	var pl T
+	if err := json.Unmarshal(body, &pl); err != nil {
+		return nil, "", errDecode{"payload is not valid JSON for its event"}
+	}
+	return pl, "", nil
+}
+
+type githubProvider struct{}
 
 func (githubProvider) name() string                      { return "github" }
 func (githubProvider) deliveryID(r *http.Request) string { return r.Header.Get("X-GitHub-Delivery") }
 func (githubProvider) event(r *http.Request) string      { return r.Header.Get("X-GitHub-Event") }
-func (p githubProvider) parse(r *http.Request) (any, error) {
-	return p.hook.Parse(r, github.PushEvent, github.PingEvent)
+
+func (githubProvider) authenticate(r *http.Request, _ []byte) string {
+	// X-Hub-Signature (SHA-1) is not enough.
+	if r.Header.Get("X-Hub-Signature-256") == "" {
+		return "missing X-Hub-Signature-256 (HMAC SHA-256 signature)"
+	}
+	return ""
 }
 
-func (githubProvider) rejection(err error) (int, string) {
-	switch {
-	case errors.Is(err, github.ErrMissingHubSignatureHeader):
-		return http.StatusUnauthorized, "missing X-Hub-Signature-256 (HMAC SHA-256 signature)"
-	case errors.Is(err, github.ErrHMACVerificationFailed):
-		return http.StatusUnauthorized, "signature does not match"
-	case errors.Is(err, github.ErrMissingGithubEventHeader):
-		return http.StatusBadRequest, "missing X-GitHub-Event"
-	case errors.Is(err, github.ErrEventNotFound):
-		return http.StatusAccepted, "ferry acts on push events only"
-	case errors.Is(err, github.ErrParsingPayload):
-		return http.StatusBadRequest, "empty or unreadable payload"
+func (githubProvider) verify(r *http.Request, secret, body []byte) string {
+	sig := strings.TrimPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256=")
+	if !hmacMatches(secret, body, sig) {
+		return "signature does not match"
 	}
-	return http.StatusBadRequest, "payload is not valid JSON for its event"
+	return ""
+}
+
+func (githubProvider) decode(event string, body []byte) (any, string, error) {
+	switch github.Event(event) {
+	case "":
+		return nil, "", errDecode{"missing X-GitHub-Event"}
+	case github.PushEvent:
+		return decodeJSON[github.PushPayload](body)
+	case github.PingEvent:
+		return decodeJSON[github.PingPayload](body)
+	}
+	return nil, "ferry acts on push events only", nil
 }
 
 func (githubProvider) push(delivery string, payload any) (*ferryv1.PushEvent, bool) {
@@ -105,27 +118,34 @@ func (githubProvider) push(delivery string, payload any) (*ferryv1.PushEvent, bo
 	return nil, false
 }
 
-type giteaProvider struct{ hook *gitea.Webhook }
+type giteaProvider struct{}
 
-func (giteaProvider) name() string                         { return "gitea" }
-func (giteaProvider) deliveryID(r *http.Request) string    { return r.Header.Get("X-Gitea-Delivery") }
-func (giteaProvider) event(r *http.Request) string         { return r.Header.Get("X-Gitea-Event") }
-func (p giteaProvider) parse(r *http.Request) (any, error) { return p.hook.Parse(r, gitea.PushEvent) }
+func (giteaProvider) name() string                      { return "gitea" }
+func (giteaProvider) deliveryID(r *http.Request) string { return r.Header.Get("X-Gitea-Delivery") }
+func (giteaProvider) event(r *http.Request) string      { return r.Header.Get("X-Gitea-Event") }
 
-func (giteaProvider) rejection(err error) (int, string) {
-	switch {
-	case errors.Is(err, gitea.ErrMissingGiteaSignatureHeader):
-		return http.StatusUnauthorized, "missing X-Gitea-Signature"
-	case errors.Is(err, gitea.ErrHMACVerificationFailed):
-		return http.StatusUnauthorized, "signature does not match"
-	case errors.Is(err, gitea.ErrMissingGiteaEventHeader):
-		return http.StatusBadRequest, "missing X-Gitea-Event"
-	case errors.Is(err, gitea.ErrEventNotFound):
-		return http.StatusAccepted, "ferry acts on push events only"
-	case errors.Is(err, gitea.ErrParsingPayload):
-		return http.StatusBadRequest, "empty or unreadable payload"
+func (giteaProvider) authenticate(r *http.Request, _ []byte) string {
+	if r.Header.Get("X-Gitea-Signature") == "" {
+		return "missing X-Gitea-Signature"
 	}
-	return http.StatusBadRequest, "payload is not valid JSON for its event"
+	return ""
+}
+
+func (giteaProvider) verify(r *http.Request, secret, body []byte) string {
+	if !hmacMatches(secret, body, r.Header.Get("X-Gitea-Signature")) {
+		return "signature does not match"
+	}
+	return ""
+}
+
+func (giteaProvider) decode(event string, body []byte) (any, string, error) {
+	switch gitea.Event(event) {
+	case "":
+		return nil, "", errDecode{"missing X-Gitea-Event"}
+	case gitea.PushEvent:
+		return decodeJSON[gitea.PushPayload](body)
+	}
+	return nil, "ferry acts on push events only", nil
 }
 
 func (giteaProvider) push(delivery string, payload any) (*ferryv1.PushEvent, bool) {
@@ -158,22 +178,47 @@ func (gitlabProvider) deliveryID(r *http.Request) string {
 	return r.Header.Get("X-Gitlab-Webhook-UUID")
 }
 func (gitlabProvider) event(r *http.Request) string { return r.Header.Get("X-Gitlab-Event") }
-func (p gitlabProvider) parse(r *http.Request) (any, error) {
-	return p.hook.Parse(r, gitlab.PushEvents, gitlab.TagEvents)
+
+// authenticate compares the token in constant time; hashing both sides
+// first keeps the comparison from telling the secret's length.
+func (gitlabProvider) authenticate(r *http.Request, secret []byte) string {
+	got := sha512.Sum512([]byte(r.Header.Get("X-Gitlab-Token")))
+	want := sha512.Sum512(secret)
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		return "X-Gitlab-Token does not match"
+	}
+	return ""
 }
 
-func (gitlabProvider) rejection(err error) (int, string) {
-	switch {
-	case errors.Is(err, gitlab.ErrGitLabTokenVerificationFailed):
-		return http.StatusUnauthorized, "X-Gitlab-Token does not match"
-	case errors.Is(err, gitlab.ErrMissingGitLabEventHeader):
-		return http.StatusBadRequest, "missing X-Gitlab-Event"
-	case errors.Is(err, gitlab.ErrEventNotFound):
-		return http.StatusAccepted, "ferry acts on push and tag push events only"
-	case errors.Is(err, gitlab.ErrParsingPayload):
-		return http.StatusBadRequest, "empty or unreadable payload"
+// verify has nothing left to check: GitLab signs nothing, its token was
+// checked from the headers.
+func (gitlabProvider) verify(*http.Request, []byte, []byte) string { return "" }
+
+func (gitlabProvider) decode(event string, body []byte) (any, string, error) {
+	const ignored = "ferry acts on push and tag push events only"
+	switch gitlab.Event(event) {
+	case "":
+		return nil, "", errDecode{"missing X-Gitlab-Event"}
+	case gitlab.PushEvents:
+		return decodeJSON[gitlab.PushEventPayload](body)
+	case gitlab.TagEvents:
+		return decodeJSON[gitlab.TagEventPayload](body)
+	case gitlab.SystemHookEvents:
+		// A system hook says what it carries in object_kind.
+		var kind struct {
+			ObjectKind string `json:"object_kind"`
+		}
+		if err := json.Unmarshal(body, &kind); err != nil {
+			return nil, "", errDecode{"payload is not valid JSON for its event"}
+		}
+		switch kind.ObjectKind {
+		case "push":
+			return decodeJSON[gitlab.PushEventPayload](body)
+		case "tag_push":
+			return decodeJSON[gitlab.TagEventPayload](body)
+		}
 	}
-	return http.StatusBadRequest, "payload is not valid JSON for its event"
+	return nil, ignored, nil
 }
 
 func (gitlabProvider) push(delivery string, payload any) (*ferryv1.PushEvent, bool) {

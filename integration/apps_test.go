@@ -26,11 +26,16 @@ func deploymentWithImage(name, image string) string {
 	return strings.NewReplacer("name: web", "name: "+name, "nginx:1.27.0", image, "app: web", "app: "+name, "{app: web}", "{app: "+name+"}").Replace(deployment)
 }
 
-// runCLI runs the ferry command line against f and returns its output.
+// runCLI runs the ferry command line against f's API and returns its
+// output. Without FERRY_TOKEN set by the test it reads with the read-only
+// token.
 func runCLI(t *testing.T, f *ferry, args ...string) (string, error) {
 	t.Helper()
+	if os.Getenv("FERRY_TOKEN") == "" {
+		t.Setenv("FERRY_TOKEN", testReadToken)
+	}
 	var out, errb bytes.Buffer
-	code := cli.Run(t.Context(), append(args, "--server", f.url), &out, &errb)
+	code := cli.Run(t.Context(), append(args, "--server", f.api), &out, &errb)
 	if code != 0 {
 		return out.String(), fmt.Errorf("ferry %s: exit %d: %s", strings.Join(args, " "), code, errb.String())
 	}

@@ -13,7 +13,7 @@ import (
 // observability stack with kustomize, as `kubectl apply -k` would.
 func TestDeployManifestsBuild(t *testing.T) {
 	cases := map[string][]string{
-		"deploy":               {"ClusterRole/ferry", "ClusterRoleBinding/ferry", "Deployment/ferry", "Namespace/ferry", "Service/ferry", "ServiceAccount/ferry"},
+		"deploy":               {"ClusterRole/ferry", "ClusterRoleBinding/ferry", "Deployment/ferry", "Namespace/ferry", "Service/ferry", "Service/ferry-api", "ServiceAccount/ferry"},
 		"deploy/observability": {"ConfigMap/prometheus-config-", "Deployment/jaeger", "Deployment/prometheus", "Namespace/observability", "Service/jaeger", "Service/prometheus"},
 	}
 	for dir, want := range cases {

@@ -12,7 +12,7 @@ import (
 // on a lower floor. worker, render and apply share a floor and never import
 // one another.
 var floors = map[string]int{
-	"proto": 1,
+	"proto":  1,
 	"worker": 2, "render": 2, "apply": 2,
 	"ingest": 3,
 	"cmd":    4,

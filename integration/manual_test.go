@@ -42,14 +42,14 @@ func TestManualSyncThroughTheCLI(t *testing.T) {
 	eventually(t, "ferry to see the app", func() (bool, string) {
 		var out, errb bytes.Buffer
 		t.Setenv("FERRY_TOKEN", "api-token")
-		code := cli.Run(t.Context(), []string{"app", "sync", "manual", "--server", f.url}, &out, &errb)
+		code := cli.Run(t.Context(), []string{"app", "sync", "manual", "--server", f.api}, &out, &errb)
 		return code == 0, errb.String()
 	})
 
 	t.Run("the CLI refuses without the token, naming the problem", func(t *testing.T) {
 		t.Setenv("FERRY_TOKEN", "wrong")
 		var out, errb bytes.Buffer
-		if code := cli.Run(t.Context(), []string{"app", "sync", "manual", "--server", f.url}, &out, &errb); code == 0 {
+		if code := cli.Run(t.Context(), []string{"app", "sync", "manual", "--server", f.api}, &out, &errb); code == 0 {
 			t.Fatal("sync with a wrong token succeeded")
 		}
 		if !strings.Contains(errb.String(), "unauthorized") {

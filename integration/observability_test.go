@@ -370,10 +370,7 @@ func TestObservability(t *testing.T) {
 	})
 
 	t.Run("metrics match what happened", func(t *testing.T) {
-		resp, err := http.Get(f.url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := f.apiGet(t, "/metrics")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		text := string(body)

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,9 +34,14 @@ var appGVR = schema.GroupVersionResource{Group: v1alpha1.Group, Version: v1alpha
 
 const testSecret = "it-is-a-secret"
 
+// testReadToken is the read-only API token of every ferry a test starts.
+const testReadToken = "read-only-token"
+
 // ferry is a running `ferry serve` for one test.
 type ferry struct {
+	// url is the webhook listener, api the API listener.
 	url   string
+	api   string
 	info  cli.ServeInfo
 	spans *tracetest.InMemoryExporter
 }
@@ -47,11 +53,17 @@ func startFerry(t *testing.T, cp *testenv.ControlPlane, tweaks ...func(*cli.Serv
 	if err := os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	readTokenFile := filepath.Join(dir, "read-token")
+	if err := os.WriteFile(readTokenFile, []byte(testReadToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	ready := make(chan cli.ServeInfo, 1)
 	o := cli.DefaultServeOptions()
 	o.Listen = "127.0.0.1:0"
+	o.APIListen = "127.0.0.1:0"
+	o.APIReadTokenFile = readTokenFile
 	o.DataDir = filepath.Join(dir, "data")
 	o.RestConfig = cp.Config
 	o.GitHubWebhookSecretFile = secretFile
@@ -75,13 +87,28 @@ func startFerry(t *testing.T, cp *testenv.ControlPlane, tweaks ...func(*cli.Serv
 	})
 	select {
 	case info := <-ready:
-		return &ferry{url: "http://" + info.HTTPAddr, info: info, spans: spans}
+		return &ferry{url: "http://" + info.HTTPAddr, api: "http://" + info.APIAddr, info: info, spans: spans}
 	case err := <-done:
 		t.Fatalf("ferry serve exited: %v", err)
 	case <-time.After(2 * time.Minute):
 		t.Fatal("ferry serve did not become ready")
 	}
 	return nil
+}
+
+// apiGet GETs path from f's API listener with the read-only token.
+func (f *ferry) apiGet(t *testing.T, path string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.api+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testReadToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // eventsStored is the sequence of the last event stored in the events

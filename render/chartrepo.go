@@ -39,6 +39,7 @@ type chartStore struct {
 	maxBytes int64
 	indexTTL time.Duration
 	timeout  time.Duration
+	hosts    hostPolicy
 
 	flights singleflight.Group
 
@@ -65,8 +66,17 @@ func (c chartRef) String() string {
 	return fmt.Sprintf("chart %s %s from %s", c.name, c.version, redactURL(c.repoURL))
 }
 
-func newChartStore(dir string, creds Credentials, maxBytes int64, indexTTL, timeout time.Duration) *chartStore {
-	return &chartStore{dir: dir, creds: creds, maxBytes: maxBytes, indexTTL: indexTTL, timeout: timeout, indexes: map[string]cachedIndex{}}
+func newChartStore(dir string, creds Credentials, maxBytes int64, indexTTL, timeout time.Duration, hosts []string) *chartStore {
+	return &chartStore{dir: dir, creds: creds, maxBytes: maxBytes, indexTTL: indexTTL, timeout: timeout, hosts: hosts, indexes: map[string]cachedIndex{}}
+}
+
+// checkRepo refuses, before any request, a chart repository whose URL
+// carries credentials or whose host is not allowed.
+func (s *chartStore) checkRepo(repoURL string) error {
+	if err := checkURLCredentials(repoURL, true); err != nil {
+		return err
+	}
+	return s.hosts.check("chart repository", repoURL)
 }
 
 var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -92,6 +102,9 @@ func isOCIRepo(repoURL string, creds *RepoCredentials) bool {
 // resolve pins name at spec (a version, a range, a digest or empty for the
 // newest) in repoURL. An exact version resolves without the network.
 func (s *chartStore) resolve(ctx context.Context, repoURL, name, spec string) (chartRef, error) {
+	if err := s.checkRepo(repoURL); err != nil {
+		return chartRef{}, err
+	}
 	creds, err := lookupCredentials(ctx, s.creds, repoURL)
 	if err != nil {
 		return chartRef{}, err
@@ -193,6 +206,9 @@ func (s *chartStore) download(ctx context.Context, ref chartRef, dst string) ([]
 	defer cancel()
 	ctx, span := tracer().Start(ctx, "helm.pull")
 	defer span.End()
+	if err := s.checkRepo(ref.repoURL); err != nil {
+		return nil, err
+	}
 	creds, err := lookupCredentials(ctx, s.creds, ref.repoURL)
 	if err != nil {
 		return nil, err
@@ -248,22 +264,30 @@ func (s *chartStore) httpClient(creds *RepoCredentials) *http.Client {
 	if creds != nil && creds.Insecure {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with insecure: true
 	}
-	return &http.Client{Transport: tr, Timeout: s.timeout}
+	return &http.Client{Transport: guardTransport{hosts: s.hosts, base: tr}, Timeout: s.timeout}
 }
 
-// get downloads u, sending the credentials only to the repository's own
-// host, as Helm does unless told to pass them on.
+// get downloads u. It sends the credentials only where they apply: the
+// scheme, host and path of their URL (the repository's own origin when
+// they name none), so an index pointing its archives elsewhere gets
+// nothing; and over plain http only when their Secret says insecure.
 func (s *chartStore) get(ctx context.Context, u, repoURL string, creds *RepoCredentials) ([]byte, error) {
+	if err := s.hosts.check("chart download", u); err != nil {
+		return nil, err
+	}
+	if err := checkURLCredentials(u, true); err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, &SourceError{Err: fmt.Errorf("bad URL %s: %v", redactURL(u), err)}
 	}
-	if creds != nil && (creds.Username != "" || creds.Password != "") && sameHost(u, repoURL) {
+	if creds != nil && (creds.Username != "" || creds.Password != "") && credentialsApply(creds, u, repoURL) {
 		req.SetBasicAuth(creds.Username, creds.Password)
 	}
 	resp, err := s.httpClient(creds).Do(req)
 	if err != nil {
-		return nil, &SourceError{Err: fmt.Errorf("downloading %s: %s", redactURL(u), scrub(redactErr(err, u), creds.secrets())), Transient: true}
+		return nil, &SourceError{Err: fmt.Errorf("downloading %s: %s", redactURL(u), scrub(redactErr(err, u), creds.secrets())), Transient: !errors.Is(err, ErrHostNotAllowed)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -282,10 +306,20 @@ func (s *chartStore) get(ctx context.Context, u, repoURL string, creds *RepoCred
 	return data, nil
 }
 
-func sameHost(a, b string) bool {
-	ua, err1 := url.Parse(a)
-	ub, err2 := url.Parse(b)
-	return err1 == nil && err2 == nil && strings.EqualFold(ua.Host, ub.Host)
+// credentialsApply reports whether creds, found for repoURL, may go with a
+// request to u: u is within the scope of their URL, or, when they name no
+// URL, on the repository's own scheme and host. Over plain http they go
+// only when their Secret says insecure.
+func credentialsApply(creds *RepoCredentials, u, repoURL string) bool {
+	if plainHTTP(u) && !creds.Insecure {
+		return false
+	}
+	if creds.URL != "" {
+		return scopeOf(creds.URL).covers(scopeOf(u))
+	}
+	ua, err1 := url.Parse(u)
+	ub, err2 := url.Parse(repoURL)
+	return err1 == nil && err2 == nil && strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host)
 }
 
 func (s *chartStore) index(ctx context.Context, repoURL string, creds *RepoCredentials) (*repo.IndexFile, error) {
@@ -377,7 +411,7 @@ func (s *chartStore) ociTags(ctx context.Context, ref chartRef, creds *RepoCrede
 	}
 	tags, err := c.Tags(ociRef(ref))
 	if err != nil {
-		return nil, &SourceError{Err: fmt.Errorf("listing tags of %s: %s", ociRef(ref), scrub(err.Error(), creds.secrets())), Transient: true}
+		return nil, &SourceError{Err: fmt.Errorf("listing tags of %s: %s", redactURL(ociRef(ref)), scrub(err.Error(), creds.secrets())), Transient: !errors.Is(err, ErrHostNotAllowed)}
 	}
 	return tags, nil
 }
@@ -396,10 +430,10 @@ func (s *chartStore) pullOCI(ctx context.Context, ref chartRef, creds *RepoCrede
 	}
 	res, err := c.Pull(target, registry.PullOptWithChart(true))
 	if err != nil {
-		return nil, &SourceError{Err: fmt.Errorf("pulling %s: %s", target, scrub(err.Error(), creds.secrets())), Transient: !errors.Is(err, errdef.ErrNotFound)}
+		return nil, &SourceError{Err: fmt.Errorf("pulling %s: %s", redactURL(target), scrub(err.Error(), creds.secrets())), Transient: !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, ErrHostNotAllowed)}
 	}
 	if int64(len(res.Chart.Data)) > s.maxBytes {
-		return nil, &SourceError{Err: fmt.Errorf("pulling %s: larger than %d bytes: %w", target, s.maxBytes, ErrLimitExceeded)}
+		return nil, &SourceError{Err: fmt.Errorf("pulling %s: larger than %d bytes: %w", redactURL(target), s.maxBytes, ErrLimitExceeded)}
 	}
 	return res.Chart.Data, nil
 }

@@ -146,7 +146,9 @@ func bundleJSON(b interface{ GetObjects() [][]byte }) []string {
 
 func TestHTTPChartRepository(t *testing.T) {
 	srv := newChartRepo(t)
-	creds := NewStaticCredentials(&RepoCredentials{URL: srv.URL, Type: "helm", Username: repoUser, Password: repoPassword})
+	// Insecure: the test repository is plain http, where credentials go
+	// only when their Secret says so.
+	creds := NewStaticCredentials(&RepoCredentials{URL: srv.URL, Type: "helm", Username: repoUser, Password: repoPassword, Insecure: true})
 	cacheDir := t.TempDir()
 	r := newRenderer(t, Options{Credentials: creds, ChartCacheDir: cacheDir})
 	webApp := func(version string, h *v1alpha1.HelmSource) *v1alpha1.Application {
@@ -196,7 +198,7 @@ func TestHTTPChartRepository(t *testing.T) {
 		if !strings.Contains(err.Error(), "401") || IsTransient(err) {
 			t.Errorf("error = %v; want a terminal 401", err)
 		}
-		wrong := newRenderer(t, Options{Credentials: NewStaticCredentials(&RepoCredentials{URL: srv.URL, Username: repoUser, Password: "wrong-password"})})
+		wrong := newRenderer(t, Options{Credentials: NewStaticCredentials(&RepoCredentials{URL: srv.URL, Username: repoUser, Password: "wrong-password", Insecure: true})})
 		if err := renderErr(t, wrong, webApp("0.1.0", nil), ""); strings.Contains(err.Error(), "wrong-password") {
 			t.Errorf("error shows the password: %v", err)
 		}

@@ -16,8 +16,6 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
-
-	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // Credentials finds the credentials of a repository: a git remote, a Helm
@@ -28,13 +26,6 @@ type Credentials interface {
 	// Lookup returns the credentials for repoURL, or nil when there are none.
 	Lookup(ctx context.Context, repoURL string) (*RepoCredentials, error)
 }
-
-// SecretTypeLabel and SecretTypeRepository label the Secrets that hold
-// repository credentials, as Argo CD's argocd.argoproj.io/secret-type does.
-const (
-	SecretTypeLabel      = "ferry.dev/secret-type"
-	SecretTypeRepository = "repository"
-)
 
 // RepoCredentials are the credentials of one repository, or of every
 // repository under a URL prefix. Its String and LogValue never show the
@@ -57,12 +48,15 @@ type RepoCredentials struct {
 	SSHPrivateKey []byte
 	SSHKnownHosts []byte
 
-	// Insecure skips TLS verification, and for SSH the host key check.
+	// Insecure skips TLS verification, and for SSH the host key check; and
+	// it lets the credentials go to a plain http:// URL, which they never
+	// do otherwise.
 	Insecure bool
 	// EnableOCI marks a Helm repository given without oci:// as an OCI
 	// registry.
 	EnableOCI bool
-	// ForceHTTP talks plain HTTP to an OCI registry.
+	// ForceHTTP talks plain HTTP to an OCI registry, credentials included:
+	// the Secret's insecureOCIForceHttp asks for exactly that.
 	ForceHTTP bool
 }
 
@@ -156,8 +150,13 @@ func ParseRepositorySecret(data map[string][]byte) (*RepoCredentials, error) {
 
 // StaticCredentials looks credentials up in a fixed list: an exact match of
 // the repository URL first, else the entry with the longest URL that is a
-// prefix of it, as Argo CD's credential templates work. URLs are compared
-// normalised (no scheme, no .git suffix, case-insensitive host).
+// prefix of it, as Argo CD's credential templates work. A credential
+// applies only to URLs of its own scheme and host, at its path or below
+// it (a credential for https://host/org serves neither
+// http://host/org/repo nor https://host/other). URLs are compared
+// normalised: no .git suffix, no default port, case-insensitive; an
+// scp-like git address counts as ssh, a registry given without a scheme as
+// oci.
 type StaticCredentials struct {
 	entries []*RepoCredentials
 }
@@ -174,32 +173,31 @@ func NewStaticCredentials(creds ...*RepoCredentials) *StaticCredentials {
 	}
 	// Longest URL first, so the first prefix match is the most specific.
 	sort.SliceStable(s.entries, func(i, j int) bool {
-		return len(v1alpha1.NormalizeRepoURL(s.entries[i].URL)) > len(v1alpha1.NormalizeRepoURL(s.entries[j].URL))
+		return len(scopeOf(s.entries[i].URL).where) > len(scopeOf(s.entries[j].URL).where)
 	})
 	return s
 }
 
 // Lookup returns the credentials for repoURL, or nil.
 func (s *StaticCredentials) Lookup(_ context.Context, repoURL string) (*RepoCredentials, error) {
-	want := normalizeCredURL(repoURL)
+	want := scopeOf(repoURL)
 	for _, c := range s.entries {
-		if normalizeCredURL(c.URL) == want {
+		if scopeOf(c.URL) == want {
 			return c, nil
 		}
 	}
 	for _, c := range s.entries {
-		p := normalizeCredURL(c.URL)
-		if p != "" && strings.HasPrefix(want, strings.TrimSuffix(p, "/")+"/") {
+		if scopeOf(c.URL).covers(want) {
 			return c, nil
 		}
 	}
 	return nil, nil
 }
 
-func normalizeCredURL(u string) string {
-	return v1alpha1.NormalizeRepoURL(strings.TrimPrefix(strings.TrimSpace(u), "oci://"))
-}
-
+// lookupCredentials finds the credentials for repoURL. Credentials with a
+// secret in them are refused for a plain http:// URL unless their Secret
+// says insecure: ferry does not send a password where anyone on the path
+// can read it.
 func lookupCredentials(ctx context.Context, creds Credentials, repoURL string) (*RepoCredentials, error) {
 	if creds == nil {
 		return nil, nil
@@ -208,7 +206,16 @@ func lookupCredentials(ctx context.Context, creds Credentials, repoURL string) (
 	if err != nil {
 		return nil, &SourceError{Err: fmt.Errorf("looking up credentials of %s: %w", redactURL(repoURL), err), Transient: true}
 	}
+	if c != nil && c.hasSecret() && plainHTTP(repoURL) && !c.Insecure {
+		return nil, &SourceError{Err: fmt.Errorf("%s: %w, and the repository Secret for %s does not say insecure: \"true\"; serve the repository over https, or set insecure",
+			redactURL(repoURL), ErrPlainHTTPCredentials, redactURL(c.URL))}
+	}
 	return c, nil
+}
+
+// hasSecret reports whether c holds anything secret to send.
+func (c *RepoCredentials) hasSecret() bool {
+	return c.Username != "" || c.Password != "" || c.BearerToken != "" || len(c.SSHPrivateKey) > 0
 }
 
 // isSSHURL reports whether a git URL is reached over SSH: ssh:// or the

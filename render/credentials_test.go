@@ -206,8 +206,10 @@ func TestGitCredentials(t *testing.T) {
 	repoURL := private.URL + "/private.git"
 	a := app("private", "default", v1alpha1.ApplicationSource{RepoURL: repoURL, Path: "apps", TargetRevision: gitserver.Branch})
 
+	// Every credential here says Insecure: the proxy is plain http, where
+	// credentials go only when their Secret says so.
 	t.Run("fetches with the credentials for the repository", func(t *testing.T) {
-		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "token-123456"})
+		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "token-123456", Insecure: true})
 		r := newRenderer(t, Options{}, WithCredentials(creds))
 		_, rev, err := r.Render(t.Context(), Request{App: a})
 		if err != nil || rev != sha {
@@ -215,7 +217,7 @@ func TestGitCredentials(t *testing.T) {
 		}
 	})
 	t.Run("fails without them, terminally, and shows no password", func(t *testing.T) {
-		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "wrong-password-99"})
+		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "wrong-password-99", Insecure: true})
 		for _, r := range []*Renderer{newRenderer(t, Options{}), newRenderer(t, Options{}, WithCredentials(creds))} {
 			_, _, err := r.Render(t.Context(), Request{App: a})
 			if err == nil || IsTransient(err) || strings.Contains(err.Error(), "wrong-password-99") {
@@ -224,7 +226,7 @@ func TestGitCredentials(t *testing.T) {
 		}
 	})
 	t.Run("lists refs for the poller with the same credentials", func(t *testing.T) {
-		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "token-123456"})
+		creds := NewStaticCredentials(&RepoCredentials{URL: repoURL, Username: "bot", Password: "token-123456", Insecure: true})
 		gc, err := NewGitCache(t.TempDir(), WithCredentials(creds))
 		if err != nil {
 			t.Fatal(err)

@@ -18,6 +18,15 @@
 // templates cannot name files outside the chart. Renders have a timeout
 // and caps on input bytes, output bytes and objects.
 //
+// Nothing is fetched that the operator did not allow (fetchpolicy.go):
+// with remote bases off, no field of a kustomization, nor of a generator
+// or transformer configuration, may name a URL, since kustomize would
+// fetch it itself; a repository URL carrying credentials is refused;
+// credentials go only to their own scheme, host and path, and never over
+// plain http unless their Secret says insecure; and, with
+// Options.AllowedHosts and WithAllowedHosts, git and chart hosts are
+// limited to a list of globs.
+//
 // Every read is recorded as a fact about the commit (this blob, this
 // listing, this path missing). A later render of the same app spec whose
 // facts all still hold, on the new commit, with the same chart versions

@@ -25,6 +25,8 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
 
 // GitCache holds one bare repository per remote URL under a directory and
@@ -33,6 +35,7 @@ import (
 type GitCache struct {
 	dir   string
 	creds Credentials
+	hosts hostPolicy
 
 	mu    sync.Mutex
 	repos map[string]*cachedRepo
@@ -61,6 +64,31 @@ func WithCredentials(creds Credentials) GitCacheOption {
 		c.creds = creds
 		return nil
 	}
+}
+
+// WithAllowedHosts limits the git hosts the cache fetches from to those
+// matching one of the globs (github.com, *.example.com, 127.0.0.1:*; see
+// Options.AllowedHosts). A repository on any other host is refused before
+// a request leaves. No option, or no globs, allows every host.
+func WithAllowedHosts(globs ...string) GitCacheOption {
+	return func(c *GitCache) error {
+		for _, g := range globs {
+			if err := validateHostPattern(g); err != nil {
+				return err
+			}
+		}
+		c.hosts = append(hostPolicy(nil), globs...)
+		return nil
+	}
+}
+
+// checkRemote refuses, before any request, a remote whose URL carries
+// credentials or whose host is not allowed.
+func (c *GitCache) checkRemote(repoURL string) error {
+	if err := checkURLCredentials(repoURL, false); err != nil {
+		return err
+	}
+	return c.hosts.check("git repository", repoURL)
 }
 
 // NewGitCache returns a cache keeping its repositories under dir.
@@ -125,6 +153,9 @@ type Snapshot struct {
 // SHA already in the cache is served without touching the network; anything
 // else fetches first.
 func (c *GitCache) Resolve(ctx context.Context, repoURL, revision string) (*Snapshot, error) {
+	if err := c.checkRemote(repoURL); err != nil {
+		return nil, err
+	}
 	r, err := c.open(repoURL)
 	if err != nil {
 		return nil, err
@@ -332,16 +363,9 @@ func ConfinePath(p string) (string, error) {
 	return strings.TrimPrefix(clean, "/"), nil
 }
 
-// redactURL drops any user information from a URL, so credentials never
-// reach logs, errors or traces.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	u.User = nil
-	return u.String()
-}
+// redactURL drops any credentials from a repository URL, so they never
+// reach logs, errors or traces (see v1alpha1.RedactRepoURL).
+func redactURL(raw string) string { return v1alpha1.RedactRepoURL(raw) }
 
 func redactErr(err error, rawURL string) string {
 	msg := err.Error()

@@ -200,7 +200,7 @@ func (j *helmJob) resolveDependencies(ctx context.Context, ch *chart.Chart, rd *
 		switch {
 		case strings.HasPrefix(repoURL, "file://"):
 			if rd == nil {
-				return &SourceError{Err: fmt.Errorf("chart %s: dependency %s is at %s, which a chart from a chart repository cannot reach", ch.Name(), dep.Name, repoURL)}
+				return &SourceError{Err: fmt.Errorf("chart %s: dependency %s is at %s, which a chart from a chart repository cannot reach", ch.Name(), dep.Name, redactURL(repoURL))}
 			}
 			if depth >= maxChartNesting {
 				return &SourceError{Err: fmt.Errorf("chart %s: file:// dependencies nest deeper than %d", ch.Name(), maxChartNesting)}
@@ -242,7 +242,7 @@ func (j *helmJob) resolveDependencies(ctx context.Context, ch *chart.Chart, rd *
 			// Left for CheckDependencies to report as missing from charts/.
 			continue
 		default:
-			return &SourceError{Err: fmt.Errorf("chart %s: dependency %s names repository %q; ferry has no repository list, so give its URL", ch.Name(), dep.Name, repoURL)}
+			return &SourceError{Err: fmt.Errorf("chart %s: dependency %s names repository %q; ferry has no repository list, so give its URL", ch.Name(), dep.Name, redactURL(repoURL))}
 		}
 		ch.AddDependency(sub)
 	}

@@ -57,6 +57,7 @@ func (r *Renderer) renderKustomize(ctx context.Context, rd *repoReader, dir stri
 
 func (r *Renderer) kustomizeBuild(ctx context.Context, rd *repoReader, dir string, ks *v1alpha1.KustomizeSource) ([]Object, error) {
 	fsys := newKustomizeFS(rd, r.opts.KustomizeRemoteBases)
+	fsys.hosts = r.opts.AllowedHosts
 	if ks != nil && kustomizeEdits(ks) {
 		if err := overrideKustomization(rd, fsys, dir, ks); err != nil {
 			return nil, err

@@ -1,11 +1,13 @@
 package render
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,9 +16,11 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 )
 
 // kustomizeRoot is where the repository appears in the file system that
@@ -47,8 +51,10 @@ type kustomizeFS struct {
 	// root's kustomization with the Application's kustomize fields applied.
 	overrides   map[string][]byte
 	allowRemote bool
-	tmpPrefix   string
-	disk        filesys.FileSystem
+	// hosts limits the hosts of remote references when remote bases are on.
+	hosts     hostPolicy
+	tmpPrefix string
+	disk      filesys.FileSystem
 
 	mu     sync.Mutex
 	escape error // the first attempt to leave the repository
@@ -281,11 +287,20 @@ func (f *kustomizeFS) Glob(pattern string) ([]string, error) {
 	return out, nil
 }
 
-// ReadFile returns the content of the file at p. A kustomization file is
-// checked for remote references first, unless remote bases are on.
+// ReadFile returns the content of the file at p. A kustomization file, and
+// a file that may configure a generator or transformer, is checked for
+// remote references first (see checkContent).
 func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 	if f.onDisk(p) {
-		return f.disk.ReadFile(p)
+		data, err := f.disk.ReadFile(p)
+		if err == nil && len(f.hosts) > 0 {
+			// A remote base may itself name remotes; their hosts are
+			// checked as the repository's own are.
+			if err := f.checkContent(p, data); err != nil {
+				return nil, err
+			}
+		}
+		return data, err
 	}
 	rel, err := f.repoPath(p)
 	if err != nil {
@@ -298,12 +313,25 @@ func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 	if o, ok := f.overrides[n.path]; ok {
 		data = o
 	}
-	if isKustomizationFile(n.path) {
-		if err := f.checkRemote(n.path, data); err != nil {
-			return nil, err
-		}
+	if err := f.checkContent(n.path, data); err != nil {
+		return nil, err
 	}
 	return data, nil
+}
+
+// checkContent checks a file kustomize reads for remote references: a
+// kustomization, or any file holding a generator or transformer
+// configuration, since any file may be one (one that generators: or
+// transformers: names, or a resource of a kustomization that generators:
+// names as a directory).
+func (f *kustomizeFS) checkContent(name string, data []byte) error {
+	switch {
+	case isKustomizationFile(name):
+		return f.checkRemote(name, data)
+	case mayHoldPluginConfig(data):
+		return f.checkPluginConfigs(name, data)
+	}
+	return nil
 }
 
 // Walk walks the tree at p in lexical order, not following symbolic links,
@@ -392,9 +420,21 @@ func (f *kustomizeFS) checkRemote(file string, data []byte) error {
 	add("components", k.Components...)
 	add("crds", k.Crds...)
 	add("configurations", k.Configurations...)
-	add("generators", k.Generators...)
-	add("transformers", k.Transformers...)
-	add("validators", k.Validators...)
+	// An entry of generators:, transformers: or validators: is a path, or
+	// a configuration written inline.
+	var inline []struct{ field, value string }
+	for _, l := range []struct {
+		field   string
+		entries []string
+	}{{"generators", k.Generators}, {"transformers", k.Transformers}, {"validators", k.Validators}} {
+		for _, e := range l.entries {
+			if isInlineConfig(e) {
+				inline = append(inline, struct{ field, value string }{l.field, e})
+				continue
+			}
+			add(l.field, e)
+		}
+	}
 	for _, p := range k.Patches {
 		add("patches", p.Path)
 	}
@@ -413,11 +453,12 @@ func (f *kustomizeFS) checkRemote(file string, data []byte) error {
 	gens := append(append([]types.GeneratorArgs{}, mapGenerators(k.ConfigMapGenerator)...), secretGenerators(k.SecretGenerator)...)
 	for _, g := range gens {
 		for _, s := range g.FileSources {
-			_, v, ok := strings.Cut(s, "=")
-			if !ok {
-				v = s
+			// kustomize splits key=path at the one "="; check the whole
+			// entry as well, whatever it makes of it.
+			add("files", s)
+			if _, v, ok := strings.Cut(s, "="); ok {
+				add("files", v)
 			}
-			add("files", v)
 		}
 		add("envs", g.EnvSources...)
 		add("env", g.EnvSource) //nolint:staticcheck // deprecated, still read by kustomize
@@ -426,24 +467,177 @@ func (f *kustomizeFS) checkRemote(file string, data []byte) error {
 		add("openapi.path", p)
 	}
 	for _, r := range refs {
-		if !isRemoteRef(r.value) {
-			continue
+		if err := f.remoteRef(file, r.field, r.value); err != nil {
+			return err
 		}
-		if f.allowRemote {
-			f.rd.in.mu.Lock()
-			f.rd.in.uncacheable = true
-			f.rd.in.mu.Unlock()
-			continue
+	}
+	for _, r := range inline {
+		if err := f.checkPluginConfigs(file+" ("+r.field+", inline)", []byte(r.value)); err != nil {
+			return err
 		}
-		err := &SourceError{Err: fmt.Errorf("%s: %s entry %q is remote: %w; keep it in git, or turn remote bases on", file, r.field, redactURL(r.value), ErrRemoteBase)}
-		f.mu.Lock()
-		if f.remote == nil {
-			f.remote = err
-		}
-		f.mu.Unlock()
-		return err
 	}
 	return nil
+}
+
+// remoteRef refuses value, an entry of field in file, if it is remote and
+// remote bases are off, or if its host is not allowed. With remote bases
+// on, a remote entry makes the render uncacheable: what it names can
+// change without a commit.
+func (f *kustomizeFS) remoteRef(file, field, value string) error {
+	if !isRemoteRef(value) {
+		return nil
+	}
+	var err error
+	switch {
+	case !f.allowRemote:
+		err = &SourceError{Err: fmt.Errorf("%s: %s entry %q is remote: %w; keep it in git, or turn remote bases on", file, field, redactURL(value), ErrRemoteBase)}
+	case len(f.hosts) > 0:
+		target := strings.TrimSpace(value)
+		if len(target) >= 5 && strings.EqualFold(target[:5], "git::") {
+			target = target[5:]
+		}
+		if herr := f.hosts.check(file+": "+field+" entry", target); herr != nil {
+			err = herr
+		}
+	}
+	if err == nil {
+		f.rd.in.mu.Lock()
+		f.rd.in.uncacheable = true
+		f.rd.in.mu.Unlock()
+		return nil
+	}
+	f.mu.Lock()
+	if f.remote == nil {
+		f.remote = err
+	}
+	f.mu.Unlock()
+	return err
+}
+
+// pluginConfigFields names, for each builtin generator and transformer,
+// the fields of its configuration that kustomize loads as files, and so
+// fetches when they hold an http(s) URL.
+var pluginConfigFields = map[string][]string{
+	"ConfigMapGenerator":             {"files", "envs", "env"},
+	"SecretGenerator":                {"files", "envs", "env"},
+	"HelmChartInflationGenerator":    {"valuesFile", "additionalValuesFiles"},
+	"PatchTransformer":               {"path"},
+	"PatchJson6902Transformer":       {"path"},
+	"PatchStrategicMergeTransformer": {"paths"},
+	"ReplacementTransformer":         {"replacements.path"},
+	"ValueAddTransformer":            {"targetFilePath"},
+}
+
+// mayHoldPluginConfig is a cheap test for a file that may configure a
+// builtin generator or transformer to fetch a URL: every such kind is a
+// Generator or a Transformer, and every fetch is http(s).
+func mayHoldPluginConfig(data []byte) bool {
+	if !bytes.Contains(data, []byte("Generator")) && !bytes.Contains(data, []byte("Transformer")) {
+		return false
+	}
+	return bytes.Contains(bytes.ToLower(data), []byte("http"))
+}
+
+// isInlineConfig reports whether an entry of generators:, transformers: or
+// validators: is a configuration written in place rather than a path, as
+// kustomize decides: it parses as YAML objects.
+func isInlineConfig(entry string) bool {
+	if strings.Contains(entry, "\n") {
+		return true
+	}
+	var m map[string]any
+	return yaml.Unmarshal([]byte(entry), &m) == nil && len(m) > 0
+}
+
+// checkPluginConfigs refuses a file (or an inline configuration) holding a
+// builtin generator or transformer configuration whose file fields name
+// something remote: kustomize would fetch an http(s) URL there itself,
+// with no file system in between. Documents of other kinds, and files that
+// are not YAML, are left to kustomize.
+func (f *kustomizeFS) checkPluginConfigs(file string, data []byte) error {
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := docs.Read()
+		if err != nil {
+			return nil
+		}
+		var m map[string]any
+		if yaml.Unmarshal(doc, &m) != nil {
+			continue
+		}
+		if err := f.checkPluginConfig(file, m, 0); err != nil {
+			return err
+		}
+	}
+}
+
+func (f *kustomizeFS) checkPluginConfig(file string, m map[string]any, depth int) error {
+	kind, _ := m["kind"].(string)
+	// kustomize reads the items of a List as resources of their own.
+	if strings.HasSuffix(kind, "List") && depth < 4 {
+		for _, it := range fieldValues(m, "items") {
+			if im, ok := it.(map[string]any); ok {
+				if err := f.checkPluginConfig(file, im, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	fields, ok := pluginConfigFields[kind]
+	if !ok {
+		return nil
+	}
+	for _, field := range fields {
+		for _, v := range pluginFieldStrings(m, field) {
+			if err := f.remoteRef(file, kind+" "+field, v); err != nil {
+				return err
+			}
+			// files: key=path
+			if _, p, ok := strings.Cut(v, "="); ok {
+				if err := f.remoteRef(file, kind+" "+field, p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// fieldValues returns the values of key in m, matching it without regard
+// to case as kustomize's JSON decoding does, a list flattened.
+func fieldValues(m map[string]any, key string) []any {
+	var out []any
+	for k, v := range m {
+		if !strings.EqualFold(k, key) {
+			continue
+		}
+		if l, ok := v.([]any); ok {
+			out = append(out, l...)
+		} else {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// pluginFieldStrings returns the strings at a dotted field path of m
+// ("replacements.path": the path of every replacement).
+func pluginFieldStrings(m map[string]any, field string) []string {
+	head, rest, nested := strings.Cut(field, ".")
+	var out []string
+	for _, v := range fieldValues(m, head) {
+		if nested {
+			if sub, ok := v.(map[string]any); ok {
+				out = append(out, pluginFieldStrings(sub, rest)...)
+			}
+			continue
+		}
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func mapGenerators(in []types.ConfigMapArgs) []types.GeneratorArgs {
@@ -472,6 +666,10 @@ func isRemoteRef(v string) bool {
 		return false
 	}
 	if strings.Contains(lower, "://") || strings.HasPrefix(lower, "git::") {
+		return true
+	}
+	// kustomize fetches whatever url.Parse gives an http(s) scheme.
+	if u, err := url.Parse(v); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		return true
 	}
 	for _, host := range []string{"github.com/", "github.com:", "gitlab.com/", "bitbucket.org/"} {

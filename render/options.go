@@ -34,6 +34,14 @@ type Options struct {
 	// fetched by kustomize itself on every render. Off by default: only
 	// what is in git is deployed.
 	KustomizeRemoteBases bool
+	// AllowedHosts limits the chart repositories and registries, and the
+	// hosts of remote Kustomize bases, to hosts matching one of these
+	// globs: "github.com", "*.example.com" ("*" matches any run of
+	// characters, dots included), "127.0.0.1:8080" or "127.0.0.1:*". A glob
+	// without a port matches any port. Anything else is refused before a
+	// request leaves. Empty allows every host. Git remotes are limited by
+	// the GitCache (WithAllowedHosts); give both the same list.
+	AllowedHosts []string
 	// ApplicationNamespace is ferry's namespace: Application documents a
 	// render finds (ferry's or Argo CD's) become ferry Applications there,
 	// so that app of apps works. Empty leaves them as Git has them.

@@ -15,6 +15,9 @@ import (
 // Refs lists the refs of the remote repository (git ls-remote) by full name,
 // and the ref its HEAD points at. It reads refs only, no objects.
 func (c *GitCache) Refs(ctx context.Context, repoURL string) (map[string]string, string, error) {
+	if err := c.checkRemote(repoURL); err != nil {
+		return nil, "", err
+	}
 	creds, err := lookupCredentials(ctx, c.creds, repoURL)
 	if err != nil {
 		return nil, "", err

@@ -71,7 +71,7 @@ func New(git *GitCache, opts Options, log *slog.Logger) *Renderer {
 	}
 	return &Renderer{
 		git:    git,
-		charts: newChartStore(opts.ChartCacheDir, opts.Credentials, opts.MaxInputBytes, opts.ChartIndexTTL, opts.Timeout),
+		charts: newChartStore(opts.ChartCacheDir, opts.Credentials, opts.MaxInputBytes, opts.ChartIndexTTL, opts.Timeout, opts.AllowedHosts),
 		opts:   opts,
 		log:    log,
 		cache:  newRenderCache(opts.CacheEntries),
@@ -163,6 +163,20 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 			return nil, fail(i, &SourceError{Err: fmt.Errorf("ref %q is also the ref of source %d", src.Ref, j)})
 		}
 		refs[src.Ref] = i
+	}
+
+	// Refuse a source whose URL carries credentials or names a host that
+	// is not allowed before anything is fetched, for any source.
+	for i, src := range sources {
+		var err error
+		if src.Chart != "" {
+			err = r.charts.checkRepo(src.RepoURL)
+		} else {
+			err = r.git.checkRemote(src.RepoURL)
+		}
+		if err != nil {
+			return nil, fail(i, err)
+		}
 	}
 
 	// Fetch the git sources at their commits; charts come later.

@@ -51,9 +51,10 @@ func NewRole(r *Renderer, git *GitCache, apps AppGetter, l Lifecycle, observe fu
 	return &Role{renderer: r, git: git, apps: apps, lifecycle: l, observe: observe, log: log}
 }
 
-// Render renders the app a sync request names. A failure caused by the
-// sources, or by what they depend on, goes to the Lifecycle, which records
-// it and says whether the job comes back.
+// Render renders the app a sync request names. A push or poll naming a
+// commit that is not on the app's tracked ref is refused (checkRef). A
+// failure caused by the sources, or by what they depend on, goes to the
+// Lifecycle, which records it and says whether the job comes back.
 func (r *Role) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.RenderResult, error) {
 	ns, name := req.GetApp().GetNamespace(), req.GetApp().GetName()
 	app, err := r.apps.Get(ns, name)
@@ -64,6 +65,12 @@ func (r *Role) Render(ctx context.Context, req *ferryv1.SyncRequest) (*ferryv1.R
 		return nil, err
 	}
 	if err := r.lifecycle.Admit(ctx, app, req); err != nil {
+		return nil, err
+	}
+	// The ref check comes before Stale: it fetches when the cache does not
+	// hold the pushed commit, so Stale and the render find it there and the
+	// sync still costs one fetch.
+	if err := r.checkRef(ctx, app, req); err != nil {
 		return nil, err
 	}
 	if r.Stale(ctx, app, req) {

@@ -27,6 +27,16 @@ type Config struct {
 	AckWait time.Duration
 	// Replicas of every stream: 1 embedded, 3 on a NATS cluster.
 	Replicas int
+	// BundleTTL is how long a rendered bundle, Secrets included, stays in
+	// the object store after it was stored or last renewed: a rotated
+	// Secret leaves the store within it. An app's current bundle is
+	// renewed (RenewBundle) so that self-heal can still re-apply it.
+	BundleTTL time.Duration
+	// BundleMaxBytes is the object store's size budget. Past it a new
+	// bundle is refused, and its render retried, until collection
+	// (CollectBundles) or the TTL frees room: older bundles are never
+	// evicted piecemeal, which would leave them unreadable.
+	BundleMaxBytes int64
 }
 
 // DefaultConfig returns the settings `ferry serve` uses.
@@ -39,6 +49,8 @@ func DefaultConfig() Config {
 		MaxDeliver:          5,
 		AckWait:             2 * time.Minute,
 		Replicas:            1,
+		BundleTTL:           7 * 24 * time.Hour,
+		BundleMaxBytes:      1 << 30,
 	}
 }
 
@@ -54,6 +66,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: ack wait must be at least 1s", ErrInvalidOption)
 	case c.Replicas < 1:
 		return fmt.Errorf("%w: replicas must be at least 1", ErrInvalidOption)
+	case c.BundleTTL < time.Second:
+		return fmt.Errorf("%w: bundle TTL must be at least 1s", ErrInvalidOption)
+	case c.BundleMaxBytes < 1<<20:
+		return fmt.Errorf("%w: bundle size budget must be at least 1 MiB", ErrInvalidOption)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 	"github.com/ferrycd/ferry/proto/job"
 )
@@ -189,7 +190,9 @@ func (q *Queue) runAppJob(ctx context.Context, j appJob, run func(context.Contex
 func appAttrs(app *ferryv1.AppRef, repo, revision, delivery string) []attribute.KeyValue {
 	return []attribute.KeyValue{
 		attribute.String("ferry.app", app.GetNamespace()+"/"+app.GetName()),
-		attribute.String("ferry.repo", repo),
+		// A repoURL with credentials is refused by render, but the request
+		// naming it gets this far: never let them into a span.
+		attribute.String("ferry.repo", v1alpha1.RedactRepoURL(repo)),
 		attribute.String("ferry.revision", revision),
 		attribute.String("ferry.delivery_id", delivery),
 	}

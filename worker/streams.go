@@ -145,6 +145,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Compression: true,
+		// Create or update: a bucket declared before bundles expired gets
+		// its TTL and budget in place, keeping what it holds.
+		TTL:      cfg.BundleTTL,
+		MaxBytes: cfg.BundleMaxBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("declaring object store %s: %w", BucketBundles, err)

@@ -29,8 +29,9 @@ import (
 
 // Options configures a demo run.
 type Options struct {
-	// Listen is ferry's HTTP address.
-	Listen string
+	// Listen is ferry's webhook address, APIListen its API address.
+	Listen    string
+	APIListen string
 	// Stay keeps everything running after the bump until ctx is done.
 	Stay bool
 	// Out receives the demo's report; Log receives ferry's logs.
@@ -137,10 +138,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
+	// A read-only API token, so that the client verbs can look around.
+	readToken := make([]byte, 16)
+	_, _ = rand.Read(readToken)
+	readTokenHex := hex.EncodeToString(readToken)
+	readTokenFile := filepath.Join(work, "api-read-token")
+	if err := os.WriteFile(readTokenFile, []byte(readTokenHex), 0o600); err != nil {
+		return nil, err
+	}
+
 	so := cli.DefaultServeOptions()
 	if o.Listen != "" {
 		so.Listen = o.Listen
 	}
+	if o.APIListen != "" {
+		so.APIListen = o.APIListen
+	}
+	so.APIReadTokenFile = readTokenFile
 	so.DataDir = filepath.Join(work, "ferry")
 	so.RestConfig = cp.Config
 	so.GitHubWebhookSecretFile = secretFile
@@ -160,7 +174,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	step("ferry serve listening on http://%s (embedded NATS, data in %s)", info.HTTPAddr, so.DataDir)
+	step("ferry serve listening on http://%s for webhooks and http://%s for the API (embedded NATS, data in %s)", info.HTTPAddr, info.APIAddr, so.DataDir)
 
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	rootYAML, err := os.ReadFile(filepath.Join(seed, "root.yaml"))
@@ -266,7 +280,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	fmt.Fprintf(out, "    deployment/blog image in the cluster: %s\n", d.Spec.Template.Spec.Containers[0].Image)
 
 	if o.Stay {
-		step("still running. Try: go run ./cmd/ferry app list --server http://%s (or app get blog, app history blog); kubeconfig %s. Ctrl-C stops everything.", info.HTTPAddr, cp.AdminKubeconfig)
+		step("still running. Try: FERRY_TOKEN=%s go run ./cmd/ferry app list --server http://%s (or app get blog, app history blog); kubeconfig %s. Ctrl-C stops everything.", readTokenHex, info.APIAddr, cp.AdminKubeconfig)
 		<-ctx.Done()
 	}
 	stop()

@@ -8,7 +8,7 @@ import (
 
 func TestDemoBumpsTheImageTag(t *testing.T) {
 	var out bytes.Buffer
-	res, err := Run(t.Context(), Options{Listen: "127.0.0.1:0", Out: &out, Log: t.Output()})
+	res, err := Run(t.Context(), Options{Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", Out: &out, Log: t.Output()})
 	t.Log(out.String())
 	if err != nil {
 		t.Fatal(err)

@@ -63,14 +63,16 @@ type api struct {
 	renderer  *render.Renderer
 	applier   *apply.Applier
 	jaegerURL string
+	// auth is the same Authorizer the mutating handlers ask.
+	auth *ingest.Authorizer
 }
 
 func (a *api) register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/apps", a.list)
-	mux.HandleFunc("GET /api/v1/apps/{namespace}/{name}", a.get)
-	mux.HandleFunc("GET /api/v1/apps/{namespace}/{name}/resources", a.resources)
-	mux.HandleFunc("GET /api/v1/apps/{namespace}/{name}/history", a.history)
-	mux.HandleFunc("GET /api/v1/apps/{namespace}/{name}/diff", a.diffApp)
+	mux.Handle("GET /api/v1/apps", a.auth.RequireRead(http.HandlerFunc(a.list)))
+	mux.Handle("GET /api/v1/apps/{namespace}/{name}", a.auth.RequireRead(http.HandlerFunc(a.get)))
+	mux.Handle("GET /api/v1/apps/{namespace}/{name}/resources", a.auth.RequireRead(http.HandlerFunc(a.resources)))
+	mux.Handle("GET /api/v1/apps/{namespace}/{name}/history", a.auth.RequireRead(http.HandlerFunc(a.history)))
+	mux.Handle("GET /api/v1/apps/{namespace}/{name}/diff", a.auth.RequireRead(http.HandlerFunc(a.diffApp)))
 }
 
 func summarize(app *v1alpha1.Application) AppSummary {

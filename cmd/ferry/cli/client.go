@@ -29,7 +29,7 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.server, "server", "", "ferry API URL (default $FERRY_SERVER, else http://127.0.0.1:8080)")
+	cmd.PersistentFlags().StringVar(&f.server, "server", "", "ferry API URL (default $FERRY_SERVER, else http://127.0.0.1:8081)")
 	cmd.PersistentFlags().StringVarP(&f.namespace, "namespace", "n", "ferry", "namespace of the Applications")
 	cmd.PersistentFlags().StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
 }
@@ -40,7 +40,7 @@ func (f *clientFlags) client() *client {
 		server = os.Getenv("FERRY_SERVER")
 	}
 	if server == "" {
-		server = "http://127.0.0.1:8080"
+		server = "http://127.0.0.1:8081"
 	}
 	if !strings.Contains(server, "://") {
 		server = "http://" + server

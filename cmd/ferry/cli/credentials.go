@@ -31,7 +31,7 @@ var _ render.Credentials = (*secretCredentials)(nil)
 func newSecretCredentials(ctx context.Context, kube kubernetes.Interface, namespace string, log *slog.Logger) (*secretCredentials, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = render.SecretTypeLabel + "=" + render.SecretTypeRepository
+			o.LabelSelector = v1alpha1.LabelSecretType + "=" + v1alpha1.SecretTypeRepository
 		}))
 	lister := f.Core().V1().Secrets().Lister()
 	f.Start(ctx.Done())

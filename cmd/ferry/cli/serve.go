@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
@@ -32,7 +33,12 @@ import (
 
 // ServeOptions configures `ferry serve`.
 type ServeOptions struct {
-	Listen    string
+	// Listen is the address of webhooks and probes: the listener that
+	// faces the Git host.
+	Listen string
+	// APIListen is the address of the API and /metrics: the internal,
+	// token-gated listener.
+	APIListen string
 	DataDir   string
 	Namespace string
 	// Kubeconfig is a kubeconfig path; empty follows the standard rules
@@ -43,9 +49,12 @@ type ServeOptions struct {
 
 	GitHubWebhookSecretFile   string
 	GiteaWebhookSecretFile    string
-	GitLabWebhookSecretFile   string
+	GitLabTokenFile           string
 	InsecureSkipWebhookVerify bool
 	MaxWebhookBodyBytes       int64
+	// MaxWebhookBytesInFlight caps the webhook body bytes held at once
+	// across every provider and request.
+	MaxWebhookBytesInFlight int64
 	// DedupWindow is how long a delivery ID is remembered.
 	DedupWindow time.Duration
 	// PollInterval is the period of the ls-remote fallback; 0 disables it.
@@ -54,8 +63,12 @@ type ServeOptions struct {
 	// pushes whose payload does not list their files.
 	GitHubAPIURL    string
 	GitHubTokenFile string
-	// APITokenFile holds the bearer token of mutating API calls.
+	// APITokenFile holds the admin bearer token: it may read and mutate.
 	APITokenFile string
+	// APIReadTokenFile holds the read-only bearer token.
+	APIReadTokenFile string
+	// AnonymousRead lets API reads and /metrics go without a token.
+	AnonymousRead bool
 	// GitHubTokenSecret names a Secret (namespace/name, key "token")
 	// holding the GitHub token, as an alternative to GitHubTokenFile.
 	GitHubTokenSecret string
@@ -69,9 +82,16 @@ type ServeOptions struct {
 	// backs up the watches.
 	ResyncPeriod time.Duration
 	// JaegerURL, when set, turns trace IDs into links to Jaeger's UI.
-	JaegerURL        string
-	LogLevel         string
-	RenderTimeout    time.Duration
+	JaegerURL     string
+	LogLevel      string
+	RenderTimeout time.Duration
+	// AllowedHosts are globs of the git and chart hosts renders may fetch
+	// from; empty allows any.
+	AllowedHosts []string
+	// BundleTTL and BundleMaxBytes bound the rendered bundles kept in the
+	// object store.
+	BundleTTL        time.Duration
+	BundleMaxBytes   int64
 	ApplyParallelism int
 
 	// TracerProvider, when set, replaces the SDK set up from OTEL_* variables.
@@ -84,8 +104,10 @@ type ServeOptions struct {
 
 // ServeInfo describes a running ferry to the caller of Serve.
 type ServeInfo struct {
-	// HTTPAddr is the address the webhook and API server listens on.
+	// HTTPAddr is the address of the webhook and probe listener.
 	HTTPAddr string
+	// APIAddr is the address of the API and metrics listener.
+	APIAddr string
 	// NATS is a connection to the embedded NATS server.
 	NATS *nats.Conn
 }
@@ -93,16 +115,20 @@ type ServeInfo struct {
 // DefaultServeOptions returns the defaults of `ferry serve`.
 func DefaultServeOptions() ServeOptions {
 	return ServeOptions{
-		Listen:              ":8080",
-		DataDir:             "./.ferry",
-		Namespace:           "ferry",
-		MaxWebhookBodyBytes: ingest.DefaultMaxBodyBytes,
-		DedupWindow:         worker.DefaultConfig().DuplicateWindow,
-		PollInterval:        3 * time.Minute,
-		ResyncPeriod:        10 * time.Minute,
-		LogLevel:            "info",
-		RenderTimeout:       render.DefaultOptions().Timeout,
-		ApplyParallelism:    apply.DefaultOptions().Parallelism,
+		Listen:                  ":8080",
+		APIListen:               ":8081",
+		DataDir:                 "./.ferry",
+		Namespace:               "ferry",
+		MaxWebhookBodyBytes:     ingest.DefaultMaxBodyBytes,
+		MaxWebhookBytesInFlight: ingest.DefaultMaxBytesInFlight,
+		DedupWindow:             worker.DefaultConfig().DuplicateWindow,
+		PollInterval:            3 * time.Minute,
+		ResyncPeriod:            10 * time.Minute,
+		LogLevel:                "info",
+		RenderTimeout:           render.DefaultOptions().Timeout,
+		ApplyParallelism:        apply.DefaultOptions().Parallelism,
+		BundleTTL:               worker.DefaultConfig().BundleTTL,
+		BundleMaxBytes:          worker.DefaultConfig().BundleMaxBytes,
 	}
 }
 
@@ -118,15 +144,19 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Listen, "listen", o.Listen, "HTTP address for webhooks, API and probes")
+	f.StringVar(&o.Listen, "listen", o.Listen, "HTTP address for webhooks and probes (faces the Git host)")
+	f.StringVar(&o.APIListen, "api-listen", o.APIListen, "HTTP address for the API and /metrics (internal, token-gated)")
 	f.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory for the embedded NATS store and the git cache")
 	f.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace holding ferry's Applications")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
 	f.StringVar(&o.GitHubWebhookSecretFile, "github-webhook-secret-file", "", "file holding the GitHub webhook secret (or set FERRY_GITHUB_WEBHOOK_SECRET)")
 	f.BoolVar(&o.InsecureSkipWebhookVerify, "insecure-skip-webhook-verify", false, "accept unsigned webhooks (local demos only)")
-	f.StringVar(&o.GiteaWebhookSecretFile, "gitea-webhook-secret-file", "", "file holding the Gitea webhook secret (or FERRY_GITEA_WEBHOOK_SECRET; default: the GitHub secret)")
-	f.StringVar(&o.GitLabWebhookSecretFile, "gitlab-webhook-secret-file", "", "file holding the GitLab webhook token (or FERRY_GITLAB_WEBHOOK_SECRET; default: the GitHub secret)")
+	f.StringVar(&o.GiteaWebhookSecretFile, "gitea-webhook-secret-file", "", "file holding the Gitea webhook secret (or FERRY_GITEA_WEBHOOK_SECRET); without it /webhooks/gitea is not served")
+	f.StringVar(&o.GitLabTokenFile, "gitlab-token-file", "", "file holding the GitLab webhook token (or FERRY_GITLAB_TOKEN); without it /webhooks/gitlab is not served")
+	f.StringVar(&o.GitLabTokenFile, "gitlab-webhook-secret-file", "", "old name of --gitlab-token-file")
+	_ = f.MarkDeprecated("gitlab-webhook-secret-file", "use --gitlab-token-file")
 	f.Int64Var(&o.MaxWebhookBodyBytes, "max-webhook-body-bytes", o.MaxWebhookBodyBytes, "largest webhook body accepted")
+	f.Int64Var(&o.MaxWebhookBytesInFlight, "max-webhook-bytes-in-flight", o.MaxWebhookBytesInFlight, "webhook body bytes held at once across all requests; past it a delivery gets 503 with Retry-After")
 	f.DurationVar(&o.DedupWindow, "dedup-window", o.DedupWindow, "how long a webhook delivery ID is remembered for deduplication")
 	f.DurationVar(&o.PollInterval, "poll-interval", o.PollInterval, "period of the git ls-remote fallback for missed webhooks (0 disables)")
 	f.StringVar(&o.GitHubAPIURL, "github-api-url", "", "GitHub API root for the Compare API, e.g. https://ghe.example.com/api/v3/ (default https://api.github.com/)")
@@ -136,9 +166,14 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.ExternalURL, "external-url", "", "ferry's dashboard URL, linked from commit statuses")
 	f.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "period of the full drift and health resync behind the watches")
 	f.StringVar(&o.JaegerURL, "jaeger-url", "", "Jaeger UI base URL; trace IDs in the history become links")
-	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token for mutating API calls (without it they are disabled)")
+	f.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the admin bearer token, which may read and mutate (or FERRY_API_TOKEN; without it mutating calls are disabled)")
+	f.StringVar(&o.APIReadTokenFile, "api-read-token-file", "", "file holding the read-only bearer token (or FERRY_API_READ_TOKEN)")
+	f.BoolVar(&o.AnonymousRead, "anonymous-read", false, "serve API reads and /metrics without a token")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render")
+	f.StringSliceVar(&o.AllowedHosts, "allowed-hosts", nil, "git and chart hosts ferry may fetch from, as globs (github.com, *.example.com, 127.0.0.1:*); empty allows any")
+	f.DurationVar(&o.BundleTTL, "bundle-ttl", o.BundleTTL, "how long a rendered bundle is kept in the object store unless an app still uses it")
+	f.Int64Var(&o.BundleMaxBytes, "bundle-max-bytes", o.BundleMaxBytes, "size budget of the rendered bundles in the object store")
 	f.IntVar(&o.ApplyParallelism, "apply-parallelism", o.ApplyParallelism, "objects applied at once within a stage")
 	return cmd
 }
@@ -163,28 +198,30 @@ func readSecret(flag, file, env string) ([]byte, error) {
 	return nil, nil
 }
 
-// webhookSecrets returns the GitHub, Gitea and GitLab secrets; the latter
-// two default to the GitHub one.
-func (o *ServeOptions) webhookSecrets() (gh, gitea, gitlab []byte, err error) {
-	if gh, err = readSecret("github-webhook-secret-file", o.GitHubWebhookSecretFile, "FERRY_GITHUB_WEBHOOK_SECRET"); err != nil {
-		return nil, nil, nil, err
+// webhookSecrets returns each provider's own secret, by provider; a
+// provider without one is absent. No secret is shared between providers: a
+// GitLab token travels in clear in a header and must never be the GitHub
+// HMAC key.
+func (o *ServeOptions) webhookSecrets() (map[string][]byte, error) {
+	sources := []struct{ provider, flag, file, env string }{
+		{"github", "github-webhook-secret-file", o.GitHubWebhookSecretFile, "FERRY_GITHUB_WEBHOOK_SECRET"},
+		{"gitea", "gitea-webhook-secret-file", o.GiteaWebhookSecretFile, "FERRY_GITEA_WEBHOOK_SECRET"},
+		{"gitlab", "gitlab-token-file", o.GitLabTokenFile, "FERRY_GITLAB_TOKEN"},
 	}
-	if gitea, err = readSecret("gitea-webhook-secret-file", o.GiteaWebhookSecretFile, "FERRY_GITEA_WEBHOOK_SECRET"); err != nil {
-		return nil, nil, nil, err
+	secrets := map[string][]byte{}
+	for _, src := range sources {
+		s, err := readSecret(src.flag, src.file, src.env)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			secrets[src.provider] = s
+		}
 	}
-	if gitlab, err = readSecret("gitlab-webhook-secret-file", o.GitLabWebhookSecretFile, "FERRY_GITLAB_WEBHOOK_SECRET"); err != nil {
-		return nil, nil, nil, err
+	if len(secrets) == 0 && !o.InsecureSkipWebhookVerify {
+		return nil, errors.New("no webhook secret: set --github-webhook-secret-file (FERRY_GITHUB_WEBHOOK_SECRET), --gitea-webhook-secret-file or --gitlab-token-file, or pass --insecure-skip-webhook-verify for a local demo")
 	}
-	if gitea == nil {
-		gitea = gh
-	}
-	if gitlab == nil {
-		gitlab = gh
-	}
-	if gh == nil && !o.InsecureSkipWebhookVerify {
-		return nil, nil, nil, errors.New("no webhook secret: set --github-webhook-secret-file or FERRY_GITHUB_WEBHOOK_SECRET, or pass --insecure-skip-webhook-verify for a local demo")
-	}
-	return gh, gitea, gitlab, nil
+	return secrets, nil
 }
 
 func (o *ServeOptions) restConfig() (*rest.Config, error) {
@@ -236,7 +273,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	mux, err := o.routes(kc, queue, r, sec, nc, log)
+	hooks, err := o.webhookRoutes(kc, queue, r, sec, nc, log)
 	if err != nil {
 		return err
 	}
@@ -244,27 +281,43 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.Listen, err)
 	}
-	return o.run(ctx, kc, queue, r, ln, mux, nc, log)
+	apiLn, err := net.Listen("tcp", o.APIListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("--api-listen %s: %w", o.APIListen, err)
+	}
+	servers := []listener{
+		{"webhooks", ln, o.webhookServer(hooks)},
+		{"api", apiLn, o.apiServer(o.apiRoutes(kc, queue, r, sec, log))},
+	}
+	return o.run(ctx, kc, queue, r, servers, nc, log)
 }
 
 // serveSecrets are the secrets `ferry serve` reads at start.
 type serveSecrets struct {
-	webhook     map[string][]byte // by provider
-	apiToken    []byte
-	githubToken []byte
+	webhook      map[string][]byte // by provider; absent: not served
+	apiToken     []byte
+	apiReadToken []byte
+	githubToken  []byte
 }
 
 func (o *ServeOptions) secrets(log *slog.Logger) (serveSecrets, error) {
-	gh, gitea, gitlab, err := o.webhookSecrets()
+	webhook, err := o.webhookSecrets()
 	if err != nil {
 		return serveSecrets{}, err
 	}
-	if len(gh) == 0 {
+	if o.InsecureSkipWebhookVerify {
 		log.Warn("webhook signatures are NOT verified (--insecure-skip-webhook-verify)")
 	}
-	s := serveSecrets{webhook: map[string][]byte{"github": gh, "gitea": gitea, "gitlab": gitlab}}
+	s := serveSecrets{webhook: webhook}
 	if s.apiToken, err = readSecret("api-token-file", o.APITokenFile, "FERRY_API_TOKEN"); err != nil {
 		return serveSecrets{}, err
+	}
+	if s.apiReadToken, err = readSecret("api-read-token-file", o.APIReadTokenFile, "FERRY_API_READ_TOKEN"); err != nil {
+		return serveSecrets{}, err
+	}
+	if len(s.apiToken) == 0 && len(s.apiReadToken) == 0 && !o.AnonymousRead {
+		log.Warn("no API token: every API call and /metrics scrape will be refused (set --api-token-file, --api-read-token-file or --anonymous-read)")
 	}
 	if s.githubToken, err = readSecret("github-token-file", o.GitHubTokenFile, "FERRY_GITHUB_TOKEN"); err != nil {
 		return serveSecrets{}, err
@@ -279,6 +332,8 @@ type kube struct {
 	clients kubernetes.Interface
 	applier *apply.Applier
 	apps    *ingest.AppStore
+	// projects is the store of Projects every sync is checked against.
+	projects *ingest.ProjectStore
 }
 
 // kubeClients connects to the cluster and installs the Application CRD and
@@ -297,14 +352,15 @@ func (o *ServeOptions) kubeClients(ctx context.Context, log *slog.Logger) (*kube
 	if err != nil {
 		return nil, err
 	}
-	if err := installCRD(ctx, applier, o.Namespace); err != nil {
+	if err := apply.Install(ctx, applier, o.Namespace); err != nil {
 		return nil, err
 	}
 	clients, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &kube{cfg: cfg, clients: clients, applier: applier, apps: ingest.NewAppStore(applier.Dynamic(), o.Namespace)}, nil
+	return &kube{cfg: cfg, clients: clients, applier: applier, apps: ingest.NewAppStore(applier.Dynamic(), o.Namespace),
+		projects: ingest.NewProjectStore(applier.Dynamic(), o.Namespace)}, nil
 }
 
 // embeddedQueue starts the embedded NATS server and declares ferry's
@@ -321,6 +377,12 @@ func (o *ServeOptions) embeddedQueue(ctx context.Context, log *slog.Logger) (*wo
 	}
 	wcfg := worker.DefaultConfig()
 	wcfg.DuplicateWindow = o.DedupWindow
+	if o.BundleTTL > 0 {
+		wcfg.BundleTTL = o.BundleTTL
+	}
+	if o.BundleMaxBytes > 0 {
+		wcfg.BundleMaxBytes = o.BundleMaxBytes
+	}
 	queue, err := worker.New(ctx, nc, wcfg, log)
 	if err != nil {
 		nc.Close()
@@ -355,16 +417,16 @@ func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue,
 		return nil, err
 	}
 	r := &roleSet{}
-	if r.git, err = render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds)); err != nil {
+	if r.git, err = render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds), render.WithAllowedHosts(o.AllowedHosts...)); err != nil {
 		return nil, err
 	}
 	r.renderer = render.New(r.git, render.Options{
 		Timeout: o.RenderTimeout, ChartCacheDir: filepath.Join(o.DataDir, "charts"),
-		Credentials: creds, Capabilities: caps, ApplicationNamespace: o.Namespace,
+		Credentials: creds, Capabilities: caps, ApplicationNamespace: o.Namespace, AllowedHosts: o.AllowedHosts,
 	}, log)
 	r.metrics = newMetrics(ctx, queue, r.renderer)
 	r.ingestM = ingest.NewMetrics(r.metrics.reg)
-	r.apply = apply.NewRole(kc.applier, kc.apps, r.metrics, log)
+	r.apply = apply.NewRole(kc.applier, kc.apps, kc.projects, r.metrics, log)
 	r.render = render.NewRole(r.renderer, r.git, kc.apps, r.apply, r.metrics.ObserveStage, log)
 	r.finalizer = apply.NewFinalizer(kc.applier, log)
 	r.specs = ingest.NewSpecTrigger(queue, log)
@@ -399,28 +461,41 @@ func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue,
 	return r, nil
 }
 
-// routes builds the HTTP handler: webhooks, the API, metrics and probes.
-func (o *ServeOptions) routes(kc *kube, queue *worker.Queue, r *roleSet, sec serveSecrets, nc *nats.Conn, log *slog.Logger) (http.Handler, error) {
-	receivers := map[string]func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error){
-		"github": ingest.NewGitHub, "gitea": ingest.NewGitea, "gitlab": ingest.NewGitLab,
-	}
+// webhookRoutes builds the handler of the listener that faces the Git
+// host: the webhooks of each provider that has a secret, and the probes.
+// Nothing else is served there.
+func (o *ServeOptions) webhookRoutes(kc *kube, queue *worker.Queue, r *roleSet, sec serveSecrets, nc *nats.Conn, log *slog.Logger) (http.Handler, error) {
+	receivers := []struct {
+		name string
+		new  func(ingest.EventPublisher, ingest.ReceiverOptions, *slog.Logger) (*ingest.Receiver, error)
+	}{{"github", ingest.NewGitHub}, {"gitea", ingest.NewGitea}, {"gitlab", ingest.NewGitLab}}
+	// One budget for every provider: the cap is on what ferry holds, not
+	// on what one endpoint holds.
+	budget := ingest.NewByteBudget(o.MaxWebhookBytesInFlight)
 	mux := http.NewServeMux()
-	for name, newReceiver := range receivers {
-		rc, err := newReceiver(queue, ingest.ReceiverOptions{
-			Secret:             sec.webhook[name],
-			InsecureSkipVerify: len(sec.webhook[name]) == 0,
+	var enabled, unverified []string
+	for _, rc := range receivers {
+		secret := sec.webhook[rc.name]
+		if len(secret) == 0 && !o.InsecureSkipWebhookVerify {
+			continue // not mounted: the provider answers 404
+		}
+		h, err := rc.new(queue, ingest.ReceiverOptions{
+			Secret:             secret,
+			InsecureSkipVerify: len(secret) == 0,
 			MaxBodyBytes:       o.MaxWebhookBodyBytes,
+			Budget:             budget,
 			Metrics:            r.ingestM,
 		}, log)
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle("POST /webhooks/"+name, rc)
+		mux.Handle("POST /webhooks/"+rc.name, h)
+		enabled = append(enabled, rc.name)
+		if len(secret) == 0 {
+			unverified = append(unverified, rc.name)
+		}
 	}
-	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(kc.apps, queue, sec.apiToken, log))
-	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(kc.apps, queue, sec.apiToken, log))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
-	(&api{apps: kc.apps, renderer: r.renderer, applier: kc.applier, jaegerURL: o.JaegerURL}).register(mux)
+	log.Info("webhook providers enabled", "providers", enabled, "unverified", unverified)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !nc.IsConnected() || !kc.apps.Synced() {
@@ -429,17 +504,80 @@ func (o *ServeOptions) routes(kc *kube, queue *worker.Queue, r *roleSet, sec ser
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	return otelhttp.NewHandler(mux, "ferry.http",
+	return traced(mux), nil
+}
+
+// apiRoutes builds the handler of the internal listener: the read API, the
+// mutating calls and /metrics, all behind one Authorizer.
+func (o *ServeOptions) apiRoutes(kc *kube, queue *worker.Queue, r *roleSet, sec serveSecrets, log *slog.Logger) http.Handler {
+	auth := ingest.NewAuthorizer(sec.apiToken, sec.apiReadToken, o.AnonymousRead)
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(kc.apps, queue, auth, log))
+	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(kc.apps, queue, auth, log))
+	mux.Handle("GET /metrics", auth.RequireRead(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
+	(&api{apps: kc.apps, renderer: r.renderer, applier: kc.applier, jaegerURL: o.JaegerURL, auth: auth}).register(mux)
+	return traced(mux)
+}
+
+// traced wraps h in a server span per request. Neither listener takes a
+// trace context from the client: a webhook is verified only inside the
+// handler, and an API call only after its token is checked, so an incoming
+// traceparent would let anyone graft ferry's spans onto a trace of theirs.
+// Every request starts a new root; from there ferry's own trace context
+// travels in NATS headers as before.
+func traced(h http.Handler) http.Handler {
+	return otelhttp.NewHandler(h, "ferry.http",
+		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			// Probes and scrapes would drown the traces that matter.
 			return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics"
 		}),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r.URL.Path) })), nil
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r.URL.Path) }))
+}
+
+// listener is one of ferry's HTTP servers and where it listens.
+type listener struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// maxHeaderBytes is far above what a Git host or the CLI sends.
+const maxHeaderBytes = 64 << 10
+
+// webhookServer serves the Git host. A delivery is one POST of at most
+// --max-webhook-body-bytes, answered once JetStream stored it (at most the
+// receiver's publish timeout); a sender slower than these timeouts is not
+// a Git host, which gives up after 10 s anyway.
+func (o *ServeOptions) webhookServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
+// apiServer serves the API. Its WriteTimeout is generous: GET .../diff
+// fetches, renders and dry-runs the app before it writes a byte, so it may
+// take the whole render timeout plus the git fetch and the dry-run around
+// it. A tighter timeout would cut off a diff that is merely slow.
+func (o *ServeOptions) apiServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      o.RenderTimeout + 3*time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
 }
 
 // run starts every role and the HTTP server, and waits until ctx is done
 // or one of them fails.
-func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r *roleSet, ln net.Listener, h http.Handler, nc *nats.Conn, log *slog.Logger) error {
+func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r *roleSet, servers []listener, nc *nats.Conn, log *slog.Logger) error {
 	monitor, err := apply.NewMonitor(kc.cfg, apply.MonitorOptions{
 		InventoryNamespace: o.Namespace, ResyncPeriod: o.ResyncPeriod,
 		OnStatus: func(ctx context.Context, s apply.AppStatus) {
@@ -456,9 +594,12 @@ func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r
 	if err := kc.apps.Handle(r.finalizer); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return kc.apps.Start(ctx) })
+	g.Go(func() error { return kc.projects.Start(ctx) })
+	if err := kc.projects.WaitSynced(ctx); err != nil {
+		return err
+	}
 	if err := kc.apps.WaitSynced(ctx); err != nil {
 		return err
 	}
@@ -470,27 +611,32 @@ func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r
 		g.Go(func() error { return r.statuses.Start(ctx) })
 		g.Go(func() error { return queue.WatchResults(ctx, r.statuses.ReportResult) })
 	}
+	bundleGC := ingest.NewBundleGC(kc.apps, queue, ingest.BundleGCOptions{Log: log})
+	g.Go(func() error { return bundleGC.Start(ctx) })
 	if o.PollInterval > 0 {
 		poller := ingest.NewPoller(kc.apps, r.git, queue.Heads(), queue, ingest.PollerOptions{Interval: o.PollInterval, Log: log})
 		g.Go(func() error { return poller.Start(ctx) })
 	}
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		// The run's context is done: shutting down gets a few seconds of
-		// its own to finish the requests in flight.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	log.Info("ferry serving", "listen", ln.Addr().String(), "namespace", o.Namespace, "data_dir", o.DataDir, "version", version())
+	for _, l := range servers {
+		g.Go(func() error {
+			if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s listener: %w", l.name, err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			// The run's context is done: shutting down gets a few seconds
+			// of its own to finish the requests in flight.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return l.srv.Shutdown(sctx)
+		})
+	}
+	info := ServeInfo{HTTPAddr: servers[0].ln.Addr().String(), APIAddr: servers[1].ln.Addr().String(), NATS: nc}
+	log.Info("ferry serving", "listen", info.HTTPAddr, "api_listen", info.APIAddr, "namespace", o.Namespace, "data_dir", o.DataDir, "version", version())
 	if o.OnReady != nil {
-		o.OnReady(ServeInfo{HTTPAddr: ln.Addr().String(), NATS: nc})
+		o.OnReady(info)
 	}
 	err = g.Wait()
 	log.Info("ferry stopped")

@@ -6,3 +6,8 @@ import _ "embed"
 //
 //go:embed crd.yaml
 var CRD []byte
+
+// ProjectCRD is the CustomResourceDefinition of projects.ferry.dev as YAML.
+//
+//go:embed crd_project.yaml
+var ProjectCRD []byte

@@ -31,7 +31,8 @@ type ApplicationSpec struct {
 	Sources     []ApplicationSource `json:"sources,omitempty"`
 	Destination Destination         `json:"destination"`
 	SyncPolicy  *SyncPolicy         `json:"syncPolicy,omitempty"`
-	// Project is accepted for compatibility with Argo CD and not used yet.
+	// Project names the app's Project, in ferry's namespace: what it may
+	// deploy from and to. Empty means "default".
 	Project string `json:"project,omitempty"`
 	// Suspend stops every sync and self-heal of the app until cleared.
 	Suspend bool `json:"suspend,omitempty"`
@@ -210,6 +211,9 @@ type SyncHistory struct {
 	// link to it.
 	SpanID  string `json:"spanID,omitempty"`
 	Message string `json:"message,omitempty"`
+	// BundleHash names the rendered bundle the sync applied; the bundle
+	// collector keeps the bundles the last history entries name.
+	BundleHash string `json:"bundleHash,omitempty"`
 }
 
 // Condition is a notable fact about the app, such as a warning.
