@@ -1,11 +1,16 @@
 package apply
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 )
@@ -127,4 +132,64 @@ func TestAdmitSpec(t *testing.T) {
 			t.Errorf("%s: %v; want a refusal naming %q", c.name, err, c.rule)
 		}
 	}
+}
+
+func TestDefaultProject(t *testing.T) {
+	a, _ := newApplier(t)
+	if err := Install(t.Context(), a, inventoryNS); err != nil {
+		t.Fatal(err)
+	}
+	ri := testDyn.Resource(v1alpha1.ProjectsResource).Namespace(inventoryNS)
+	_ = ri.Delete(t.Context(), v1alpha1.DefaultProject, metav1.DeleteOptions{})
+
+	t.Run("is created at start", func(t *testing.T) {
+		if err := EnsureDefaultProject(t.Context(), a, inventoryNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		u, err := ri.Get(t.Context(), v1alpha1.DefaultProject, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		repos, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "sourceRepos")
+		if fmt.Sprint(repos) != "[*]" {
+			t.Errorf("sourceRepos = %v", repos)
+		}
+	})
+
+	t.Run("is left as the operator narrowed it", func(t *testing.T) {
+		patch := []byte(`{"spec":{"sourceRepos":["https://github.com/acme/*"]}}`)
+		if _, err := ri.Patch(t.Context(), v1alpha1.DefaultProject, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := EnsureDefaultProject(t.Context(), a, inventoryNS, nil); err != nil {
+			t.Fatal(err)
+		}
+		u, _ := ri.Get(t.Context(), v1alpha1.DefaultProject, metav1.GetOptions{})
+		repos, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "sourceRepos")
+		if fmt.Sprint(repos) != "[https://github.com/acme/*]" {
+			t.Errorf("the narrowed default project was overwritten: sourceRepos = %v", repos)
+		}
+	})
+
+	t.Run("a missing default project reads as the built-in one; a missing other one is waited for", func(t *testing.T) {
+		r := NewRole(a, nil, projectMap{}, nil, nil)
+		p, err := r.project(&v1alpha1.Application{})
+		if err != nil || p.AllowsKind("rbac.authorization.k8s.io", "ClusterRole", false) != nil {
+			t.Errorf("default project = %+v, %v; want the built-in one", p, err)
+		}
+		_, err = r.project(&v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Project: "team"}})
+		if !errors.Is(err, errNoProject) || !IsTransient(err) {
+			t.Errorf("a missing project: %v; want errNoProject, waited for", err)
+		}
+	})
+}
+
+// projectMap is a ProjectGetter over a fixed set of projects.
+type projectMap map[string]*v1alpha1.Project
+
+func (m projectMap) Project(name string) (*v1alpha1.Project, error) {
+	if p, ok := m[name]; ok {
+		return p, nil
+	}
+	return nil, apierrors.NewNotFound(v1alpha1.ProjectsResource.GroupResource(), name)
 }

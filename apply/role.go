@@ -73,7 +73,12 @@ var errNoProject = errors.New("the app's project does not exist (yet)")
 func (r *Role) project(app *v1alpha1.Application) (*v1alpha1.Project, error) {
 	name := v1alpha1.ProjectOf(app)
 	p, err := r.projects.Project(name)
-	if apierrors.IsNotFound(err) {
+	switch {
+	case apierrors.IsNotFound(err) && name == v1alpha1.DefaultProject:
+		// Not created yet (EnsureDefaultProject runs beside the roles),
+		// or deleted: the default project always exists, as in Argo CD.
+		return v1alpha1.NewDefaultProject(r.applier.opts.InventoryNamespace), nil
+	case apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("project %q: %w", name, errNoProject)
 	}
 	return p, err

@@ -597,6 +597,7 @@ func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return kc.apps.Start(ctx) })
 	g.Go(func() error { return kc.projects.Start(ctx) })
+	g.Go(func() error { return apply.EnsureDefaultProject(ctx, kc.applier, o.Namespace, log) })
 	if err := kc.projects.WaitSynced(ctx); err != nil {
 		return err
 	}
