@@ -90,8 +90,11 @@ type ServeOptions struct {
 	AllowedHosts []string
 	// BundleTTL and BundleMaxBytes bound the rendered bundles kept in the
 	// object store.
-	BundleTTL        time.Duration
-	BundleMaxBytes   int64
+	BundleTTL      time.Duration
+	BundleMaxBytes int64
+	// MaxDeliveries is how often a job is tried before it becomes a dead
+	// letter.
+	MaxDeliveries    int
 	ApplyParallelism int
 
 	// TracerProvider, when set, replaces the SDK set up from OTEL_* variables.
@@ -129,6 +132,7 @@ func DefaultServeOptions() ServeOptions {
 		ApplyParallelism:        apply.DefaultOptions().Parallelism,
 		BundleTTL:               worker.DefaultConfig().BundleTTL,
 		BundleMaxBytes:          worker.DefaultConfig().BundleMaxBytes,
+		MaxDeliveries:           worker.DefaultConfig().MaxDeliver,
 	}
 }
 
@@ -174,6 +178,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringSliceVar(&o.AllowedHosts, "allowed-hosts", nil, "git and chart hosts ferry may fetch from, as globs (github.com, *.example.com, 127.0.0.1:*); empty allows any")
 	f.DurationVar(&o.BundleTTL, "bundle-ttl", o.BundleTTL, "how long a rendered bundle is kept in the object store unless an app still uses it")
 	f.Int64Var(&o.BundleMaxBytes, "bundle-max-bytes", o.BundleMaxBytes, "size budget of the rendered bundles in the object store")
+	f.IntVar(&o.MaxDeliveries, "max-deliveries", o.MaxDeliveries, "tries of a job that keeps failing before it becomes a dead letter")
 	f.IntVar(&o.ApplyParallelism, "apply-parallelism", o.ApplyParallelism, "objects applied at once within a stage")
 	return cmd
 }
@@ -382,6 +387,9 @@ func (o *ServeOptions) embeddedQueue(ctx context.Context, log *slog.Logger) (*wo
 	}
 	if o.BundleMaxBytes > 0 {
 		wcfg.BundleMaxBytes = o.BundleMaxBytes
+	}
+	if o.MaxDeliveries > 0 {
+		wcfg.MaxDeliver = o.MaxDeliveries
 	}
 	queue, err := worker.New(ctx, nc, wcfg, log)
 	if err != nil {
