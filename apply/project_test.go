@@ -61,6 +61,13 @@ spec:
 			p.Spec.ChildProjects = []string{"team-*"}
 			return p
 		}(), fmt.Sprintf(child, uniqueName(t), "platform"), "Application.ferry.dev/ferry/", "childProjects"},
+		{"a wider Project written by a restricted project's app", func() *v1alpha1.Project {
+			p := teamProject(ns)
+			p.Spec.Destinations = append(p.Spec.Destinations, v1alpha1.ProjectDestination{Namespace: inventoryNS})
+			p.Spec.ChildProjects = []string{"team-*"}
+			return p
+		}(), "apiVersion: ferry.dev/v1alpha1\nkind: Project\nmetadata: {name: team-wide, namespace: ferry}\nspec: {sourceRepos: ['*'], clusterResourceWhitelist: [{group: '*', kind: '*'}]}\n",
+			"Project.ferry.dev/ferry/team-wide", "only a project that allows everything may write projects"},
 		{"ferry's own inventory, even under the default project", v1alpha1.NewDefaultProject(inventoryNS),
 			strings.Replace(configMap(InventoryName("ferry/victim"), nil, nil), "metadata:\n", "metadata:\n  namespace: ferry\n", 1), "ConfigMap/ferry/", "ferry's own namespace"},
 		{"ferry's CRD, even under the default project", v1alpha1.NewDefaultProject(inventoryNS),

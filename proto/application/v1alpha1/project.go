@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -218,11 +219,40 @@ func (p *Project) AllowsChildApplication(child string) error {
 }
 
 // AllowsProjectDocument reports whether an app of p may write the Project
-// named name. Only childProjects counts, so an app cannot widen its own
-// project unless its project says it may.
+// named name. Only an unrestricted project may write Projects at all: a
+// restricted one could otherwise write a wider project, and then a child
+// in it. childProjects must name the project too.
 func (p *Project) AllowsProjectDocument(name string) error {
+	if !p.Unrestricted() {
+		return fmt.Errorf("project %q is restricted, and only a project that allows everything may write projects (else an app of apps could create a wider one)", p.Name)
+	}
 	if matchGlobs(p.Spec.ChildProjects, name) {
 		return nil
 	}
 	return fmt.Errorf("project %q does not allow writing project %q (childProjects)", p.Name, name)
+}
+
+// Unrestricted reports whether p allows every repository, destination and
+// kind, as the default project does.
+func (p *Project) Unrestricted() bool {
+	s := p.Spec
+	if len(s.ClusterResourceBlacklist) > 0 || len(s.NamespaceResourceWhitelist) > 0 || len(s.NamespaceResourceBlacklist) > 0 ||
+		!slices.Contains(s.SourceRepos, "*") || !slices.Contains(s.ClusterResourceWhitelist, GroupKind{Group: "*", Kind: "*"}) {
+		return false
+	}
+	for _, r := range s.SourceRepos {
+		if strings.HasPrefix(r, "!") {
+			return false
+		}
+	}
+	anywhere := false
+	for _, d := range s.Destinations {
+		if strings.HasPrefix(d.Namespace, "!") {
+			return false
+		}
+		if d.Namespace == "*" && (d.Server == "*" || d.Name == "*") {
+			anywhere = true
+		}
+	}
+	return anywhere
 }

@@ -31,7 +31,17 @@ func TestProjectPolicy(t *testing.T) {
 		{"a child app in a listed child project", allowed(p.AllowsChildApplication("team-web")), true},
 		{"a child app in a wider project", allowed(p.AllowsChildApplication("default")), false},
 		{"writing its own project, not listed in childProjects", allowed(p.AllowsProjectDocument("team")), false},
-		{"writing a listed child project", allowed(p.AllowsProjectDocument("team-web")), true},
+		{"writing a child project, as a restricted project", allowed(p.AllowsProjectDocument("team-web")), false},
+		{"writing a listed child project, as an unrestricted project", allowed(func() *Project {
+			wide := NewDefaultProject("ferry")
+			wide.Spec.ChildProjects = []string{"team-*"}
+			return wide
+		}().AllowsProjectDocument("team-web")), true},
+		{"writing an unlisted project, as an unrestricted project", allowed(func() *Project {
+			wide := NewDefaultProject("ferry")
+			wide.Spec.ChildProjects = []string{"team-*"}
+			return wide
+		}().AllowsProjectDocument("default")), false},
 	}
 	for _, c := range cases {
 		if c.got != c.want {
