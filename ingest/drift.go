@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/ferrycd/ferry/apply"
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 	"github.com/ferrycd/ferry/proto/job"
@@ -26,6 +25,27 @@ type ApplyPublisher interface {
 
 // healBackoff spaces the self-heals of one app that keeps drifting.
 var healBackoff = job.Backoff{First: 5 * time.Second, Factor: 2, Max: 5 * time.Minute}
+
+// DriftReport is what the apply Monitor saw of one app, as far as the
+// triggers care. ingest does not import apply (DESIGN.md's floors): the
+// wiring fills this in from apply.AppStatus.
+type DriftReport struct {
+	// App is namespace/name.
+	App string
+	// Drifted counts the objects that no longer match what ferry applied;
+	// FirstDrift describes one of them.
+	Drifted    int
+	FirstDrift string
+	// Syncing says a sync of the app is writing right now.
+	Syncing bool
+	// PostSyncPending says PostSync hooks wait for the app to be Healthy.
+	PostSyncPending bool
+	// Healthy says the app is Healthy.
+	Healthy bool
+}
+
+// OutOfSync reports whether some object drifted.
+func (r DriftReport) OutOfSync() bool { return r.Drifted > 0 }
 
 // DriftTrigger turns what the apply Monitor sees into jobs: a re-apply of
 // the last bundle of a drifted app with selfHeal (at most once per backoff
@@ -56,7 +76,7 @@ func NewDriftTrigger(apps *AppStore, pub ApplyPublisher, m *Metrics, log *slog.L
 }
 
 // OnStatus handles one report of the Monitor.
-func (d *DriftTrigger) OnStatus(ctx context.Context, s apply.AppStatus) {
+func (d *DriftTrigger) OnStatus(ctx context.Context, s DriftReport) {
 	ns, name, _ := strings.Cut(s.App, "/")
 	app, err := d.apps.Get(ns, name)
 	if err != nil {
@@ -71,7 +91,7 @@ func (d *DriftTrigger) OnStatus(ctx context.Context, s apply.AppStatus) {
 	d.mu.Unlock()
 	if s.OutOfSync() && !was {
 		d.metrics.drift()
-		d.log.InfoContext(ctx, "drift detected", "app", s.App, "objects", len(s.Drift), "first", s.Drift[0].String())
+		d.log.InfoContext(ctx, "drift detected", "app", s.App, "objects", s.Drifted, "first", s.FirstDrift)
 	}
 	if app.Spec.Suspend || s.Syncing {
 		return
@@ -79,7 +99,7 @@ func (d *DriftTrigger) OnStatus(ctx context.Context, s apply.AppStatus) {
 	if s.OutOfSync() && app.Spec.SyncPolicy != nil && app.Spec.SyncPolicy.Automated != nil && app.Spec.SyncPolicy.Automated.SelfHeal {
 		d.selfHeal(ctx, app)
 	}
-	if s.PostSyncPending && s.Health.Status == apply.HealthHealthy {
+	if s.PostSyncPending && s.Healthy {
 		d.enqueue(ctx, app, true, "postsync")
 	}
 }

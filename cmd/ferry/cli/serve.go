@@ -590,7 +590,7 @@ func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r
 		InventoryNamespace: o.Namespace, ResyncPeriod: o.ResyncPeriod,
 		OnStatus: func(ctx context.Context, s apply.AppStatus) {
 			r.apply.RecordMonitorStatus(ctx, s)
-			r.drift.OnStatus(ctx, s)
+			r.drift.OnStatus(ctx, driftReport(s))
 		},
 	}, log)
 	if err != nil {
@@ -680,4 +680,16 @@ func routeOf(path string) string {
 		return "/api/v1/apps/{namespace}/{name}"
 	}
 	return path
+}
+
+// driftReport is what the drift trigger needs of a Monitor report.
+func driftReport(s apply.AppStatus) ingest.DriftReport {
+	r := ingest.DriftReport{
+		App: s.App, Drifted: len(s.Drift), Syncing: s.Syncing,
+		PostSyncPending: s.PostSyncPending, Healthy: s.Health.Status == apply.HealthHealthy,
+	}
+	if len(s.Drift) > 0 {
+		r.FirstDrift = s.Drift[0].String()
+	}
+	return r
 }
