@@ -232,23 +232,32 @@ func (r *cachedRepo) warmIndex() {
 	_, _ = r.repo.Storer.EncodedObject(plumbing.AnyObject, plumbing.ZeroHash)
 }
 
+// refCandidates lists the local references a targetRevision may name:
+// remote-tracking branches, tags, and any other full ref name as it is.
+// Empty and HEAD mean the default branch; a bare name may be either a
+// branch or a tag, and the branch wins.
+func refCandidates(rev string) (branches, tags, other []plumbing.ReferenceName) {
+	switch {
+	case rev == "" || rev == "HEAD":
+		branches = []plumbing.ReferenceName{"refs/remotes/origin/HEAD"}
+	case strings.HasPrefix(rev, "refs/heads/"):
+		branches = []plumbing.ReferenceName{plumbing.ReferenceName("refs/remotes/origin/" + strings.TrimPrefix(rev, "refs/heads/"))}
+	case strings.HasPrefix(rev, "refs/tags/"):
+		tags = []plumbing.ReferenceName{plumbing.ReferenceName(rev)}
+	case strings.HasPrefix(rev, "refs/"):
+		other = []plumbing.ReferenceName{plumbing.ReferenceName(rev)}
+	default:
+		branches = []plumbing.ReferenceName{plumbing.ReferenceName("refs/remotes/origin/" + rev)}
+		tags = []plumbing.ReferenceName{plumbing.NewTagReferenceName(rev)}
+	}
+	return branches, tags, other
+}
+
 func (r *cachedRepo) resolve(rev string) (plumbing.Hash, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var candidates []plumbing.ReferenceName
-	switch {
-	case rev == "" || rev == "HEAD":
-		candidates = []plumbing.ReferenceName{"refs/remotes/origin/HEAD"}
-	case strings.HasPrefix(rev, "refs/heads/"):
-		candidates = []plumbing.ReferenceName{plumbing.ReferenceName("refs/remotes/origin/" + strings.TrimPrefix(rev, "refs/heads/"))}
-	case strings.HasPrefix(rev, "refs/"):
-		candidates = []plumbing.ReferenceName{plumbing.ReferenceName(rev)}
-	default:
-		candidates = []plumbing.ReferenceName{
-			plumbing.ReferenceName("refs/remotes/origin/" + rev),
-			plumbing.NewTagReferenceName(rev),
-		}
-	}
+	branches, tags, other := refCandidates(rev)
+	candidates := append(append(branches, tags...), other...)
 	for _, name := range candidates {
 		ref, err := r.repo.Reference(name, true)
 		if err != nil {

@@ -121,19 +121,9 @@ func (r *cachedRepo) onRef(ref, rev string) error {
 // reports in place of the commit. The caller holds r.mu.
 func (r *cachedRepo) lookupRef(ref string) (kind refKind, tip, alias plumbing.Hash) {
 	ref = strings.TrimSpace(ref)
-	var branches, tags []plumbing.ReferenceName
-	switch {
-	case ref == "" || ref == "HEAD":
-		branches = []plumbing.ReferenceName{"refs/remotes/origin/HEAD"}
-	case strings.HasPrefix(ref, "refs/heads/"):
-		branches = []plumbing.ReferenceName{plumbing.ReferenceName("refs/remotes/origin/" + strings.TrimPrefix(ref, "refs/heads/"))}
-	case strings.HasPrefix(ref, "refs/tags/"):
-		tags = []plumbing.ReferenceName{plumbing.ReferenceName(ref)}
-	case strings.HasPrefix(ref, "refs/"):
-	default:
-		branches = []plumbing.ReferenceName{plumbing.ReferenceName("refs/remotes/origin/" + ref)}
-		tags = []plumbing.ReferenceName{plumbing.NewTagReferenceName(ref)}
-	}
+	// Any other full ref (refs/pull/1/head, say) is no branch or tag to
+	// be on: it falls through to unknown.
+	branches, tags, _ := refCandidates(ref)
 	for _, name := range branches {
 		if got, err := r.repo.Reference(name, true); err == nil {
 			return refBranch, got.Hash(), plumbing.ZeroHash
