@@ -200,3 +200,24 @@ func (m projectMap) Project(name string) (*v1alpha1.Project, error) {
 	}
 	return nil, apierrors.NewNotFound(v1alpha1.ProjectsResource.GroupResource(), name)
 }
+
+func TestDiffChecksTheProject(t *testing.T) {
+	a, _ := newApplier(t)
+	ns := newNamespace(t)
+	other := newNamespace(t)
+	p := teamProject(ns)
+	p.Name = "team-diff"
+	r := NewRole(a, nil, projectMap{p.Name: p}, nil, nil)
+	app := &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Project: p.Name, Destination: v1alpha1.Destination{Namespace: ns}}}
+	app.Namespace, app.Name = inventoryNS, uniqueName(t)
+	elsewhere := strings.Replace(configMap("elsewhere", nil, nil), "metadata:\n", "metadata:\n  namespace: "+other+"\n", 1)
+
+	if _, err := r.Diff(t.Context(), app, objects(t, configMap("here", nil, nil), elsewhere)); err == nil ||
+		!strings.Contains(err.Error(), "ConfigMap/"+other+"/elsewhere") || !strings.Contains(err.Error(), "destinations") {
+		t.Errorf("a diff with an object the project refuses: %v; want the refusal naming it", err)
+	}
+	diffs, err := r.Diff(t.Context(), app, objects(t, configMap("here", nil, nil)))
+	if err != nil || len(diffs) != 1 {
+		t.Errorf("a diff the project allows = %v, %v; want the new ConfigMap", diffs, err)
+	}
+}

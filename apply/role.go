@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
 	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
@@ -217,6 +218,22 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 	r.log.InfoContext(ctx, "sync finished", "app", ns+"/"+name, "revision", req.GetRevision(), "phase", out.Phase.String(),
 		"objects", len(res.Objects), "trigger", applyTrigger(req), "duration", rec.FinishedAt.Sub(started))
 	return out, nil
+}
+
+// Diff compares objs, app's rendered objects, with the cluster, under the
+// same project check as a sync: an object the project does not allow fails
+// the diff as it would fail the sync, and is never dry-run.
+func (r *Role) Diff(ctx context.Context, app *v1alpha1.Application, objs []*unstructured.Unstructured) ([]ObjectDiff, error) {
+	p, err := r.project(app)
+	if err != nil {
+		return nil, err
+	}
+	if err := admitSpec(p, app); err != nil {
+		return nil, err
+	}
+	opts := SyncOptionsFor(app)
+	opts.Project = p
+	return r.applier.Diff(ctx, opts, objs)
 }
 
 // admitSpec checks what the app's spec asks of its project: the cluster,

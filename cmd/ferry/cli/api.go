@@ -59,9 +59,10 @@ type DiffResponse struct {
 
 // api serves ferry's read API; the mutating calls live in ingest.
 type api struct {
-	apps      *ingest.AppStore
-	renderer  *render.Renderer
-	applier   *apply.Applier
+	apps     *ingest.AppStore
+	renderer *render.Renderer
+	// differ compares an app's render with the cluster.
+	differ    *apply.Role
 	jaegerURL string
 	// auth is the same Authorizer the mutating handlers ask.
 	auth *ingest.Authorizer
@@ -182,7 +183,7 @@ func (a *api) diff(ctx context.Context, app *v1alpha1.Application) (DiffResponse
 	if err != nil {
 		return DiffResponse{}, err
 	}
-	diffs, err := a.applier.Diff(ctx, apply.SyncOptionsFor(app), objs)
+	diffs, err := a.differ.Diff(ctx, app, objs)
 	if err != nil {
 		return DiffResponse{}, err
 	}

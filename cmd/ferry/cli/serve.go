@@ -523,7 +523,7 @@ func (o *ServeOptions) apiRoutes(kc *kube, queue *worker.Queue, r *roleSet, sec 
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/sync", ingest.NewManualSync(kc.apps, queue, auth, log))
 	mux.Handle("POST /api/v1/apps/{namespace}/{name}/rollback", ingest.NewRollback(kc.apps, queue, auth, log))
 	mux.Handle("GET /metrics", auth.RequireRead(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
-	(&api{apps: kc.apps, renderer: r.renderer, applier: kc.applier, jaegerURL: o.JaegerURL, auth: auth}).register(mux)
+	(&api{apps: kc.apps, renderer: r.renderer, differ: r.apply, jaegerURL: o.JaegerURL, auth: auth}).register(mux)
 	return traced(mux)
 }
 
