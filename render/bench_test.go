@@ -23,13 +23,7 @@ import (
 // and the time of a render cache hit. Run it with `go tool task
 // bench:render`, which builds the CLIs first.
 func BenchmarkRender(b *testing.B) {
-	srv := gitserver.New(b)
-	repo := srv.NewRepo(b, "bench")
-	pushDir(b, repo, filepath.Join("testdata", "bench", "repo"), "")
-	pushDir(b, repo, filepath.Join("testdata", "kustomize-overlay", "repo"), "kustomize")
-	sha := repo.Commit(b, "bench")
-	helmApp := app("shop", "shop", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "chart"})
-	kustApp := app("web", "prod", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "kustomize/overlays/prod"})
+	helmApp, kustApp, sha := benchApps(b)
 
 	uncached := newRenderer(b, Options{})
 	uncached.noCache = true
@@ -57,6 +51,19 @@ func BenchmarkRender(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchApps serves the benchmarks' repository and returns its Helm app
+// (a 30-object chart) and Kustomize app (an overlay), and its commit.
+func benchApps(b *testing.B) (helmApp, kustApp *v1alpha1.Application, sha string) {
+	srv := gitserver.New(b)
+	repo := srv.NewRepo(b, "bench")
+	pushDir(b, repo, filepath.Join("testdata", "bench", "repo"), "")
+	pushDir(b, repo, filepath.Join("testdata", "kustomize-overlay", "repo"), "kustomize")
+	sha = repo.Commit(b, "bench")
+	helmApp = app("shop", "shop", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "chart"})
+	kustApp = app("web", "prod", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "kustomize/overlays/prod"})
+	return helmApp, kustApp, sha
 }
 
 // benchAgainstCLI times ferry's render of a, then the CLI on dir, and
@@ -97,4 +104,58 @@ func benchAgainstCLI(b *testing.B, r *Renderer, a *v1alpha1.Application, sha, cl
 	cliNs := float64(elapsed.Nanoseconds()) / float64(runs)
 	b.ReportMetric(cliNs, "cli-ns/op")
 	b.ReportMetric(ferry/cliNs, "ferry/cli")
+}
+
+// BenchmarkRenderIsolation times what rendering in a render process costs,
+// next to the same render in this process in the same run:
+//
+//	ns/op             the render in a render process (cache off, the
+//	                  process already started), as `ferry serve` renders
+//	in-process-ns/op  the same render in this process
+//	added-µs/op       the difference: the pipes, encoding, and the
+//	                  process's own reads of the git objects
+//	process/in        their ratio
+//
+// and a cache hit with render processes on, which never leaves ferry. Run
+// it with `go tool task bench:render`.
+func BenchmarkRenderIsolation(b *testing.B) {
+	helmApp, kustApp, sha := benchApps(b)
+	apps := map[string]*v1alpha1.Application{"helm-chart-30-objects": helmApp, "kustomize-overlay": kustApp}
+	here := newRenderer(b, Options{})
+	here.noCache = true
+	isolated := processRenderer(b, Options{}, DefaultMemoryLimit)
+	isolated.noCache = true
+	cached := processRenderer(b, Options{}, DefaultMemoryLimit)
+	for _, a := range apps {
+		render(b, here, a, sha)
+		render(b, isolated, a, sha)
+		render(b, cached, a, sha)
+	}
+	for _, name := range []string{"helm-chart-30-objects", "kustomize-overlay"} {
+		a := apps[name]
+		b.Run(name, func(b *testing.B) {
+			n := 0
+			for b.Loop() {
+				render(b, isolated, a, sha)
+				n++
+			}
+			processNs := float64(b.Elapsed().Nanoseconds()) / float64(n)
+			start := time.Now()
+			for range n {
+				render(b, here, a, sha)
+			}
+			hereNs := float64(time.Since(start).Nanoseconds()) / float64(n)
+			b.ReportMetric(hereNs, "in-process-ns/op")
+			b.ReportMetric((processNs-hereNs)/1e3, "added-µs/op")
+			b.ReportMetric(processNs/hereNs, "process/in")
+		})
+	}
+	b.Run("cache-hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if res, err := cached.RenderWithInputs(b.Context(), request(apps["helm-chart-30-objects"], sha)); err != nil || !res.CacheHit {
+				b.Fatalf("want a cache hit: %v", err)
+			}
+		}
+	})
 }

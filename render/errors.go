@@ -34,7 +34,7 @@ func IsTransient(err error) bool {
 // AppError names the app and source a render failure belongs to.
 type AppError struct {
 	App    string // namespace/name
-	Source int    // index into the app's sources
+	Source int    // index into the app's sources; -1 when no one source failed
 	// Where describes the source: its repository (without credentials) and
 	// path or chart. Empty when the failure is not about one source.
 	Where string
@@ -42,6 +42,9 @@ type AppError struct {
 }
 
 func (e *AppError) Error() string {
+	if e.Source < 0 {
+		return fmt.Sprintf("app %s: %v", e.App, e.Err)
+	}
 	if e.Where != "" {
 		return fmt.Sprintf("app %s: source %d (%s): %v", e.App, e.Source, e.Where, e.Err)
 	}

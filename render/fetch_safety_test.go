@@ -322,7 +322,10 @@ func TestRepoURLWithCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(gc, Options{Timeout: testTimeout}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r, err := New(gc, Options{Timeout: testTimeout}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })

@@ -36,6 +36,9 @@ type GitCache struct {
 	dir   string
 	creds Credentials
 	hosts hostPolicy
+	// offline reads only what the directory holds and never fetches: a
+	// render process reads the cache its parent fetched into.
+	offline bool
 
 	mu    sync.Mutex
 	repos map[string]*cachedRepo
@@ -125,7 +128,7 @@ func (c *GitCache) open(repoURL string) (*cachedRepo, error) {
 	path := filepath.Join(c.dir, hex.EncodeToString(sum[:12]))
 	storage := filesystem.NewStorage(osfs.New(path), cache.NewObjectLRU(objectCacheSize))
 	repo, err := git.Open(storage, nil)
-	if errors.Is(err, git.ErrRepositoryNotExists) {
+	if errors.Is(err, git.ErrRepositoryNotExists) && !c.offline {
 		repo, err = git.Init(storage, nil)
 		if err == nil {
 			_, err = repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{repoURL}})
@@ -165,6 +168,9 @@ func (c *GitCache) Resolve(ctx context.Context, repoURL, revision string) (*Snap
 		if s, err := r.snapshot(plumbing.NewHash(rev)); err == nil {
 			return s, nil
 		}
+	}
+	if c.offline {
+		return r.snapshotAfterReindex(rev)
 	}
 	if err := r.fetch(ctx); err != nil {
 		return nil, err
@@ -223,6 +229,24 @@ func (r *cachedRepo) fetch(ctx context.Context) error {
 	r.fetchedFrom = started
 	r.warmIndex()
 	return nil
+}
+
+// snapshotAfterReindex reads commit rev after loading the pack indexes
+// again: another process (the parent of a render process) fetched into the
+// directory since this one loaded them. go-git writes a pack's index
+// before the pack, and lists packs by their pack file, so every pack seen
+// is complete.
+func (r *cachedRepo) snapshotAfterReindex(rev string) (*Snapshot, error) {
+	if !fullSHA.MatchString(rev) {
+		return nil, fmt.Errorf("an offline git cache reads commits only, not %q", rev)
+	}
+	r.mu.Lock()
+	if fs, ok := r.repo.Storer.(*filesystem.Storage); ok {
+		fs.Reindex()
+	}
+	r.warmIndex()
+	r.mu.Unlock()
+	return r.snapshot(plumbing.NewHash(rev))
 }
 
 // warmIndex loads the pack indexes while the caller holds the repository

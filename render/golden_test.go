@@ -211,17 +211,26 @@ func goldenPath(c goldenCase) string {
 	return filepath.Join("testdata", c.dir, c.name+"_expected.yaml")
 }
 
-func TestGolden(t *testing.T) {
+// goldenRepo is a golden case's repository, served and committed.
+type goldenRepo struct{ url, sha string }
+
+// goldenRepos serves every golden case's testdata repository, by dir.
+func goldenRepos(t testing.TB) map[string]goldenRepo {
 	srv := gitserver.New(t)
-	repos := map[string]struct{ url, sha string }{}
+	repos := map[string]goldenRepo{}
 	for _, c := range goldenCases {
 		if _, ok := repos[c.dir]; ok {
 			continue
 		}
 		repo := srv.NewRepo(t, c.dir)
 		pushDir(t, repo, filepath.Join("testdata", c.dir, "repo"), "")
-		repos[c.dir] = struct{ url, sha string }{repo.URL(), repo.Commit(t, "testdata")}
+		repos[c.dir] = goldenRepo{repo.URL(), repo.Commit(t, "testdata")}
 	}
+	return repos
+}
+
+func TestGolden(t *testing.T) {
+	repos := goldenRepos(t)
 	r := newRenderer(t, Options{})
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {

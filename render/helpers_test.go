@@ -32,7 +32,16 @@ func newRenderer(t testing.TB, opts Options, gitOpts ...GitCacheOption) *Rendere
 	if opts.Timeout == 0 {
 		opts.Timeout = testTimeout
 	}
-	return New(gc, opts, nil)
+	if opts.Processes == nil && os.Getenv("FERRY_TEST_RENDER_PROCESSES") != "" {
+		// The whole suite again, every render in a render process.
+		opts.Processes = &ProcessOptions{MemoryLimit: DefaultMemoryLimit, Processes: 2}
+	}
+	r, err := New(gc, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
 }
 
 // pushDir writes every file under local (a testdata folder) into repo at

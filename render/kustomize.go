@@ -20,7 +20,9 @@ import (
 // kustomizeLock serialises kustomize builds in the process. kustomize keeps
 // global state, such as the OpenAPI schema each build sets from its
 // kustomization, so fluxcd/pkg/kustomize guards it with one mutex; this is
-// that mutex, as a channel so that waiting for it follows the context.
+// that mutex, as a channel so that waiting for it follows the context. A
+// render process renders one app at a time, so there it never spans apps;
+// only renders inside ferry (--render-processes=0) share it.
 var kustomizeLock = make(chan struct{}, 1)
 
 // kustomizeOptions are `kustomize build`'s defaults, with plugins off:

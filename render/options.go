@@ -46,6 +46,10 @@ type Options struct {
 	// render finds (ferry's or Argo CD's) become ferry Applications there,
 	// so that app of apps works. Empty leaves them as Git has them.
 	ApplicationNamespace string
+	// Processes, when set, renders cache misses in child processes with a
+	// memory limit and a watchdog (see ProcessOptions). Nil renders in
+	// this process.
+	Processes *ProcessOptions
 }
 
 // DefaultOptions returns the limits of `ferry serve`.

@@ -32,6 +32,8 @@ type Renderer struct {
 	log    *slog.Logger
 
 	cache *renderCache
+	// pool runs renders in child processes; nil renders here.
+	pool *processPool
 	// noCache makes every render miss; the benchmarks use it to time
 	// renders against the CLIs.
 	noCache bool
@@ -42,8 +44,9 @@ type Stats struct {
 	Renders, CacheHits int64
 }
 
-// New returns a Renderer reading repositories through git.
-func New(git *GitCache, opts Options, log *slog.Logger) *Renderer {
+// New returns a Renderer reading repositories through git. It fails only
+// on invalid Processes options; call Close when done with it.
+func New(git *GitCache, opts Options, log *slog.Logger) (*Renderer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -69,12 +72,34 @@ func New(git *GitCache, opts Options, log *slog.Logger) *Renderer {
 	if opts.ChartCacheDir == "" {
 		opts.ChartCacheDir = filepath.Join(git.Dir(), ".charts")
 	}
-	return &Renderer{
+	r := &Renderer{
 		git:    git,
 		charts: newChartStore(opts.ChartCacheDir, opts.Credentials, opts.MaxInputBytes, opts.ChartIndexTTL, opts.Timeout, opts.AllowedHosts),
 		opts:   opts,
 		log:    log,
 		cache:  newRenderCache(opts.CacheEntries),
+	}
+	if opts.Processes != nil {
+		cfg := processConfig{
+			GitDir: git.Dir(), ChartCacheDir: opts.ChartCacheDir, Timeout: opts.Timeout,
+			MaxInputBytes: opts.MaxInputBytes, MaxOutputBytes: opts.MaxOutputBytes, MaxObjects: opts.MaxObjects,
+			ChartIndexTTL: opts.ChartIndexTTL, KustomizeRemoteBases: opts.KustomizeRemoteBases,
+			AllowedHosts: opts.AllowedHosts, ApplicationNamespace: opts.ApplicationNamespace,
+			HasCredentials: opts.Credentials != nil, HasCapabilities: opts.Capabilities != nil,
+		}
+		var err error
+		if r.pool, err = newProcessPool(*opts.Processes, cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Close stops the render processes: idle ones now, busy ones when their
+// render ends.
+func (r *Renderer) Close() {
+	if r.pool != nil {
+		r.pool.close()
 	}
 }
 
@@ -141,18 +166,7 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 	if len(sources) == 0 {
 		return nil, &AppError{App: name, Err: &SourceError{Err: errors.New("the app has no source")}}
 	}
-	fail := func(i int, err error) error {
-		switch {
-		case errors.Is(err, ErrLimitExceeded):
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			err = fmt.Errorf("render timed out after %s: %w", r.opts.Timeout, err)
-		case ctx.Err() != nil:
-			err = fmt.Errorf("render canceled: %w", err)
-		}
-		ae := &AppError{App: name, Source: i, Where: describeSource(sources[i]), Err: err}
-		span.SetStatus(codes.Error, ae.Error())
-		return ae
-	}
+	fail := r.sourceFailure(ctx, app)
 
 	refs := map[string]int{}
 	for i, src := range sources {
@@ -215,11 +229,70 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 		}
 	}
 
-	in := newInputs(r.opts.MaxInputBytes)
+	var out *rendered
+	var err error
+	if r.pool != nil {
+		out, err = r.pool.render(ctx, r, app, snaps)
+	} else {
+		out, err = r.renderResolved(ctx, app, trees, refs, fail)
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	objects, in := out.objects, out.in
+	if revision == "" {
+		revision = out.chartVersion
+	}
+	b := NewBundle(objects)
+	span.SetAttributes(attribute.Bool("ferry.render.cache_hit", false), attribute.Int("ferry.objects", len(objects)))
+	inputs := inputPaths(in.facts, in.shallow, sources)
+	r.cache.store(key, in, b, revision, inputs, !r.noCache)
+	r.log.DebugContext(ctx, "rendered", "app", name, "revision", revision, "objects", len(objects))
+	return &Result{Bundle: b, Revision: revision, Inputs: inputs}, nil
+}
+
+// sourceFailure returns the function that names, in a render failure, the
+// app and its source i, and says when the render ran out of time.
+func (r *Renderer) sourceFailure(ctx context.Context, app *v1alpha1.Application) func(i int, err error) error {
+	sources := app.Spec.AllSources()
+	return func(i int, err error) error {
+		switch {
+		case errors.Is(err, ErrLimitExceeded):
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			err = fmt.Errorf("render timed out after %s: %w", r.opts.Timeout, err)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("render canceled: %w", err)
+		}
+		ae := &AppError{App: app.Namespace + "/" + app.Name, Source: i, Where: describeSource(sources[i]), Err: err}
+		trace.SpanFromContext(ctx).SetStatus(codes.Error, ae.Error())
+		return ae
+	}
+}
+
+// rendered is what rendering a resolved app gives: its objects, the chart
+// version of a first source that is a chart, and what the render read.
+type rendered struct {
+	objects      []Object
+	chartVersion string
+	in           *inputs
+}
+
+// renderResolved renders every source of app from the snapshots its git
+// sources resolved to (trees, nil for a chart source): the part of a
+// render that reads what the repository holds, so the part a render
+// process runs when renders are isolated. fail names the source of an
+// error.
+func (r *Renderer) renderResolved(ctx context.Context, app *v1alpha1.Application, trees []*snapshotTrees, refs map[string]int,
+	fail func(int, error) error) (*rendered, error) {
+	name := app.Namespace + "/" + app.Name
+	sources := app.Spec.AllSources()
+	out := &rendered{in: newInputs(r.opts.MaxInputBytes)}
+	in := out.in
 	readers := make([]*repoReader, len(sources))
 	refReaders := map[string]*repoReader{}
 	for i := range sources {
-		if snaps[i] != nil {
+		if trees[i] != nil {
 			readers[i] = &repoReader{trees: trees[i], src: i, in: in, what: redactURL(sources[i].RepoURL)}
 		}
 	}
@@ -237,8 +310,8 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 		if err != nil {
 			return nil, fail(i, err)
 		}
-		if i == 0 && revision == "" {
-			revision = chartVersion
+		if i == 0 {
+			out.chartVersion = chartVersion
 		}
 		for _, o := range objs {
 			size += int64(len(o.JSON))
@@ -263,12 +336,8 @@ func (r *Renderer) RenderWithInputs(ctx context.Context, req Request) (*Result, 
 			return nil, &AppError{App: name, Err: err}
 		}
 	}
-	b := NewBundle(objects)
-	span.SetAttributes(attribute.Bool("ferry.render.cache_hit", false), attribute.Int("ferry.objects", len(objects)))
-	inputs := inputPaths(in.facts, in.shallow, sources)
-	r.cache.store(key, in, b, revision, inputs, !r.noCache)
-	r.log.DebugContext(ctx, "rendered", "app", name, "revision", revision, "objects", len(objects))
-	return &Result{Bundle: b, Revision: revision, Inputs: inputs}, nil
+	out.objects = objects
+	return out, nil
 }
 
 // inputPaths lists the repository paths a render's facts name outside each

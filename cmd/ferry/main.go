@@ -9,9 +9,12 @@ import (
 	"syscall"
 
 	"github.com/ferrycd/ferry/cmd/ferry/cli"
+	"github.com/ferrycd/ferry/render"
 )
 
 func main() {
+	// Started as a render process, this binary renders and exits here.
+	render.RunRenderProcess()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

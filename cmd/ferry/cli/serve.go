@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -85,6 +87,12 @@ type ServeOptions struct {
 	JaegerURL     string
 	LogLevel      string
 	RenderTimeout time.Duration
+	// RenderMemoryLimit is the memory one render process may use, as a
+	// Kubernetes quantity ("512Mi").
+	RenderMemoryLimit string
+	// RenderProcesses bounds the render processes running at once; 0
+	// renders inside ferry's own process, without isolation.
+	RenderProcesses int
 	// AllowedHosts are globs of the git and chart hosts renders may fetch
 	// from; empty allows any.
 	AllowedHosts []string
@@ -129,6 +137,8 @@ func DefaultServeOptions() ServeOptions {
 		ResyncPeriod:            10 * time.Minute,
 		LogLevel:                "info",
 		RenderTimeout:           render.DefaultOptions().Timeout,
+		RenderMemoryLimit:       "512Mi",
+		RenderProcesses:         max(2, runtime.NumCPU()),
 		ApplyParallelism:        apply.DefaultOptions().Parallelism,
 		BundleTTL:               worker.DefaultConfig().BundleTTL,
 		BundleMaxBytes:          worker.DefaultConfig().BundleMaxBytes,
@@ -174,7 +184,9 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.APIReadTokenFile, "api-read-token-file", "", "file holding the read-only bearer token (or FERRY_API_READ_TOKEN)")
 	f.BoolVar(&o.AnonymousRead, "anonymous-read", false, "serve API reads and /metrics without a token")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
-	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render")
+	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render; past it its render process is stopped")
+	f.StringVar(&o.RenderMemoryLimit, "render-memory-limit", o.RenderMemoryLimit, "memory one render process may use; past it the process is stopped and that app's render fails")
+	f.IntVar(&o.RenderProcesses, "render-processes", o.RenderProcesses, "render processes running at once (renders that miss the cache run in them); 0 renders inside ferry's own process, without isolation")
 	f.StringSliceVar(&o.AllowedHosts, "allowed-hosts", nil, "git and chart hosts ferry may fetch from, as globs (github.com, *.example.com, 127.0.0.1:*); empty allows any")
 	f.DurationVar(&o.BundleTTL, "bundle-ttl", o.BundleTTL, "how long a rendered bundle is kept in the object store unless an app still uses it")
 	f.Int64Var(&o.BundleMaxBytes, "bundle-max-bytes", o.BundleMaxBytes, "size budget of the rendered bundles in the object store")
@@ -278,6 +290,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	defer r.renderer.Close()
 	hooks, err := o.webhookRoutes(kc, queue, r, sec, nc, log)
 	if err != nil {
 		return err
@@ -400,6 +413,21 @@ func (o *ServeOptions) embeddedQueue(ctx context.Context, log *slog.Logger) (*wo
 	return emb, nc, queue, nil
 }
 
+// renderProcesses reads the render isolation flags; nil renders in process.
+func (o *ServeOptions) renderProcesses() (*render.ProcessOptions, error) {
+	if o.RenderProcesses < 0 {
+		return nil, fmt.Errorf("--render-processes %d: must be 0 or more", o.RenderProcesses)
+	}
+	if o.RenderProcesses == 0 {
+		return nil, nil
+	}
+	q, err := resource.ParseQuantity(o.RenderMemoryLimit)
+	if err != nil {
+		return nil, fmt.Errorf("--render-memory-limit %q: %w", o.RenderMemoryLimit, err)
+	}
+	return &render.ProcessOptions{MemoryLimit: q.Value(), Processes: o.RenderProcesses}, nil
+}
+
 // roleSet is every role of ferry, built and wired but not yet running.
 type roleSet struct {
 	git        *render.GitCache
@@ -428,10 +456,17 @@ func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue,
 	if r.git, err = render.NewGitCache(filepath.Join(o.DataDir, "git"), render.WithCredentials(creds), render.WithAllowedHosts(o.AllowedHosts...)); err != nil {
 		return nil, err
 	}
-	r.renderer = render.New(r.git, render.Options{
+	processes, err := o.renderProcesses()
+	if err != nil {
+		return nil, err
+	}
+	if r.renderer, err = render.New(r.git, render.Options{
 		Timeout: o.RenderTimeout, ChartCacheDir: filepath.Join(o.DataDir, "charts"),
 		Credentials: creds, Capabilities: caps, ApplicationNamespace: o.Namespace, AllowedHosts: o.AllowedHosts,
-	}, log)
+		Processes: processes,
+	}, log); err != nil {
+		return nil, err
+	}
 	r.metrics = newMetrics(ctx, queue, r.renderer)
 	r.ingestM = ingest.NewMetrics(r.metrics.reg)
 	r.apply = apply.NewRole(kc.applier, kc.apps, kc.projects, r.metrics, log)

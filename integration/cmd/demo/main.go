@@ -9,9 +9,12 @@ import (
 	"syscall"
 
 	"github.com/ferrycd/ferry/integration/demo"
+	"github.com/ferrycd/ferry/render"
 )
 
 func main() {
+	// ferry's renders run in processes started from this binary.
+	render.RunRenderProcess()
 	listen := flag.String("listen", "127.0.0.1:8080", "ferry's webhook address")
 	apiListen := flag.String("api-listen", "127.0.0.1:8081", "ferry's API address")
 	exit := flag.Bool("exit", false, "stop after the image-tag bump instead of running until Ctrl-C")
