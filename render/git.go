@@ -126,7 +126,7 @@ func (c *GitCache) open(repoURL string) (*cachedRepo, error) {
 	}
 	sum := sha256.Sum256([]byte(repoURL))
 	path := filepath.Join(c.dir, hex.EncodeToString(sum[:12]))
-	storage := filesystem.NewStorage(osfs.New(path), cache.NewObjectLRU(objectCacheSize))
+	storage := filesystem.NewStorage(idxReadingFS{osfs.New(path)}, cache.NewObjectLRU(objectCacheSize))
 	repo, err := git.Open(storage, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) && !c.offline {
 		repo, err = git.Init(storage, nil)
