@@ -52,7 +52,7 @@ func (a *Applier) Diff(ctx context.Context, opts SyncOptions, objs []*unstructur
 	}
 	ctx, span := tracer().Start(ctx, "apply.diff")
 	defer span.End()
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
 	if len(invalid) > 0 {
 		return nil, &ApplyError{Failed: invalid}
 	}
@@ -90,7 +90,7 @@ func (a *Applier) Diff(ctx context.Context, opts SyncOptions, objs []*unstructur
 func (a *Applier) diffOne(ctx context.Context, o *object) (*ObjectDiff, error) {
 	if err := a.resolve(o); err != nil {
 		// Its CRD is not installed yet: all of it is new.
-		return renderDiff(o.ref, DiffCreate, nil, o.u.DeepCopy())
+		return renderDiff(o.ref, DiffCreate, nil, o.u.DeepCopy(), o.decrypted)
 	}
 	ri := a.resource(o)
 	live, err := ri.Get(ctx, o.ref.Name, metav1.GetOptions{})
@@ -111,7 +111,7 @@ func (a *Applier) diffOne(ctx context.Context, o *object) (*ObjectDiff, error) {
 	if live == nil {
 		action = DiffCreate
 	}
-	return renderDiff(o.ref, action, live, desired)
+	return renderDiff(o.ref, action, live, desired, o.decrypted)
 }
 
 func (a *Applier) diffPrune(ctx context.Context, app string, e InventoryEntry) (*ObjectDiff, error) {
@@ -135,19 +135,23 @@ func (a *Applier) diffPrune(ctx context.Context, app string, e InventoryEntry) (
 	if live.GetAnnotations()[v1alpha1.AnnotationApp] != app || pruneDisabled(live.GetAnnotations()) || e.SharedWith != "" {
 		return nil, nil
 	}
-	return renderDiff(e.Ref(), DiffPrune, live, nil)
+	return renderDiff(e.Ref(), DiffPrune, live, nil, false)
 }
 
 // renderDiff formats the unified diff of two objects (nil for absent),
-// or returns nil when they do not differ.
-func renderDiff(ref ObjectRef, action DiffAction, live, desired *unstructured.Unstructured) (*ObjectDiff, error) {
+// or returns nil when they do not differ. decrypted masks every field of
+// an object decrypted from a SOPS document, whatever its kind.
+func renderDiff(ref ObjectRef, action DiffAction, live, desired *unstructured.Unstructured, decrypted bool) (*ObjectDiff, error) {
 	for _, u := range []*unstructured.Unstructured{live, desired} {
 		if u != nil {
 			normalize(u)
 		}
 	}
-	if ref.Group == "" && ref.Kind == "Secret" {
+	switch {
+	case ref.Group == "" && ref.Kind == "Secret":
 		maskSecrets(live, desired)
+	case decrypted:
+		maskFields(live, desired)
 	}
 	from, err := toYAML(live)
 	if err != nil {
@@ -185,6 +189,44 @@ func normalize(u *unstructured.Unstructured) {
 		unstructured.RemoveNestedField(u.Object, "metadata", f)
 	}
 	unstructured.RemoveNestedField(u.Object, "status")
+}
+
+// maskFields replaces every top-level field but apiVersion, kind and
+// metadata on both sides, as maskSecrets does values: equal fields show as
+// the same mask, changed ones as different masks.
+func maskFields(live, desired *unstructured.Unstructured) {
+	var a, b map[string]any
+	if live != nil {
+		a = live.Object
+	}
+	if desired != nil {
+		b = desired.Object
+	}
+	seen := map[string]bool{}
+	for _, m := range []map[string]any{a, b} {
+		for k := range m {
+			switch k {
+			case "apiVersion", "kind", "metadata":
+				continue
+			}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			av, inA := a[k]
+			bv, inB := b[k]
+			if inA && inB && fmt.Sprint(av) == fmt.Sprint(bv) {
+				a[k], b[k] = secretMask, secretMask
+				continue
+			}
+			if inA {
+				a[k] = secretMask + " (before)"
+			}
+			if inB {
+				b[k] = secretMask + " (after)"
+			}
+		}
+	}
 }
 
 // maskSecrets replaces Secret values on both sides so that no plaintext

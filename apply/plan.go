@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -62,6 +63,9 @@ type object struct {
 	hash         string
 
 	hook *hookSpec // nil for main objects
+	// decrypted is set when the object's values came from a SOPS
+	// document: diffs mask them all.
+	decrypted bool
 
 	obs *observation // nil until observed
 }
@@ -99,6 +103,9 @@ type planInput struct {
 	label          bool // set v1alpha1.LabelManaged
 	// project, when set, must allow every object.
 	project *v1alpha1.Project
+	// keyed objects hash with an HMAC under hashKey (SyncOptions.Decrypted).
+	keyed   map[*unstructured.Unstructured]bool
+	hashKey []byte
 }
 
 // plan prepares the objects. Objects that cannot be applied at all (no
@@ -261,6 +268,12 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 		return o, err
 	}
 	o.hash = shortHash(data)
+	if pin.keyed[in] {
+		o.decrypted = true
+		mac := hmac.New(sha256.New, pin.hashKey)
+		mac.Write(data)
+		o.hash = "k:" + hex.EncodeToString(mac.Sum(nil))[:16]
+	}
 	if o.ifNotPresent {
 		o.hash = "inp:" + o.hash
 	}

@@ -54,8 +54,13 @@ type Role struct {
 	projects ProjectGetter
 	status   StatusWriter
 	metrics  Metrics
+	sops     SOPSKeys
 	log      *slog.Logger
 }
+
+// DecryptWith makes the role decrypt SOPS documents with keys. Without
+// keys, an app that renders one fails its sync, naming it.
+func (r *Role) DecryptWith(keys SOPSKeys) { r.sops = keys }
 
 // NewRole returns the apply role over a, the Applications apps holds and
 // the Projects projects holds.
@@ -154,7 +159,14 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 		// The project narrowed since the render: nothing of it is applied.
 		return nil, job.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
 	}
+	decrypted, hashKey, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
+	if err != nil {
+		// Nothing of the app is applied or pruned; the app's retry policy
+		// decides when it is tried again.
+		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
+	}
 	opts := SyncOptionsFor(app)
+	opts.Decrypted, opts.DecryptedHashKey = decrypted, hashKey
 	opts.Project = p
 	opts.Revision = req.GetRevision()
 	opts.SkipHooks = req.GetTrigger() == ferryv1.Trigger_TRIGGER_DRIFT
@@ -231,7 +243,13 @@ func (r *Role) Diff(ctx context.Context, app *v1alpha1.Application, objs []*unst
 	if err := admitSpec(p, app); err != nil {
 		return nil, err
 	}
+	// Secrets are masked in diffs; their decrypted values are compared.
+	decrypted, hashKey, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
+	if err != nil {
+		return nil, err
+	}
 	opts := SyncOptionsFor(app)
+	opts.Decrypted, opts.DecryptedHashKey = decrypted, hashKey
 	opts.Project = p
 	return r.applier.Diff(ctx, opts, objs)
 }
@@ -244,6 +262,11 @@ func admitSpec(p *v1alpha1.Project, app *v1alpha1.Application) error {
 	}
 	for _, src := range app.Spec.AllSources() {
 		if err := p.AllowsSource(src.RepoURL); err != nil {
+			return err
+		}
+	}
+	if secret := app.Spec.DecryptionSecret(); secret != "" {
+		if err := p.AllowsDecryptionSecret(secret); err != nil {
 			return err
 		}
 	}

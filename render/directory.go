@@ -79,13 +79,19 @@ func globAny(pattern, rel string) bool {
 // file and the line the document starts on. So is a file kubectl would
 // read only in part: ferry applies all of a file or none of it.
 func DecodeManifests(file string, data []byte) ([]Object, error) {
+	return decodeManifests(file, data, false)
+}
+
+// decodeManifests is DecodeManifests; keepSOPS keeps the SOPS documents
+// objects already record (see markSOPS).
+func decodeManifests(file string, data []byte, keepSOPS bool) ([]Object, error) {
 	docs, err := readDocuments(file, data)
 	if err != nil {
 		return nil, err
 	}
 	var out []Object
 	for _, doc := range docs {
-		objs, err := decodeDocument(file, doc)
+		objs, err := decodeDocument(file, doc, keepSOPS)
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +102,7 @@ func DecodeManifests(file string, data []byte) ([]Object, error) {
 
 // decodeDocument decodes one YAML document of file into objects: none for
 // an empty document, several for a List.
-func decodeDocument(file string, doc document) ([]Object, error) {
+func decodeDocument(file string, doc document, keepSOPS bool) ([]Object, error) {
 	if len(bytes.TrimSpace(doc.text)) == 0 {
 		return nil, nil
 	}
@@ -120,6 +126,9 @@ func decodeDocument(file string, doc document) ([]Object, error) {
 			if !ok {
 				return nil, &SourceError{Err: fmt.Errorf("%s:%d: item %d of %s is not an object", file, doc.line, i, kind)}
 			}
+			// An item's encrypted text is not its own: drop any mark.
+			markSOPS(m, file, nil, false)
+			delete(m, "sops")
 			o, err := canonical(m, file, doc.line)
 			if err != nil {
 				return nil, err
@@ -128,6 +137,7 @@ func decodeDocument(file string, doc document) ([]Object, error) {
 		}
 		return out, nil
 	}
+	markSOPS(obj, file, doc.text, keepSOPS)
 	o, err := canonical(obj, file, doc.line)
 	if err != nil {
 		return nil, err

@@ -364,7 +364,7 @@ func decodeHelmOutput(text string) ([]Object, error) {
 				break
 			}
 		}
-		objs, err := decodeDocument(file, document{text: doc.text, line: 1})
+		objs, err := decodeDocument(file, document{text: doc.text, line: 1}, false)
 		if err != nil {
 			return nil, err
 		}

@@ -108,7 +108,7 @@ func (r *Renderer) kustomizeBuild(ctx context.Context, rd *repoReader, dir strin
 	if int64(len(res.yaml)) > r.opts.MaxOutputBytes {
 		return nil, &SourceError{Err: fmt.Errorf("kustomize build of %s renders more than %d bytes: %w", dir, r.opts.MaxOutputBytes, ErrLimitExceeded)}
 	}
-	return DecodeManifests("kustomize build "+dir, res.yaml)
+	return decodeManifests("kustomize build "+dir, res.yaml, true)
 }
 
 func kustomizeEdits(ks *v1alpha1.KustomizeSource) bool {

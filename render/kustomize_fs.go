@@ -316,7 +316,7 @@ func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 	if err := f.checkContent(n.path, data); err != nil {
 		return nil, err
 	}
-	return data, nil
+	return markSOPSFile(n.path, data), nil
 }
 
 // checkContent checks a file kustomize reads for remote references: a

@@ -93,6 +93,9 @@ type ServeOptions struct {
 	// RenderProcesses bounds the render processes running at once; 0
 	// renders inside ferry's own process, without isolation.
 	RenderProcesses int
+	// SOPSAgeKeyFile holds age identities that decrypt SOPS documents,
+	// besides those of the ferry-sops Secret.
+	SOPSAgeKeyFile string
 	// AllowedHosts are globs of the git and chart hosts renders may fetch
 	// from; empty allows any.
 	AllowedHosts []string
@@ -186,6 +189,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&o.RenderTimeout, "render-timeout", o.RenderTimeout, "time limit of one app's render; past it its render process is stopped")
 	f.StringVar(&o.RenderMemoryLimit, "render-memory-limit", o.RenderMemoryLimit, "memory one render process may use; past it the process is stopped and that app's render fails")
+	f.StringVar(&o.SOPSAgeKeyFile, "sops-age-key-file", "", "file of age identities that decrypt SOPS documents, besides the keys ending in .agekey of the Secret "+apply.DefaultSOPSSecret+" in --namespace")
 	f.IntVar(&o.RenderProcesses, "render-processes", o.RenderProcesses, "render processes running at once (renders that miss the cache run in them); 0 renders inside ferry's own process, without isolation")
 	f.StringSliceVar(&o.AllowedHosts, "allowed-hosts", nil, "git and chart hosts ferry may fetch from, as globs (github.com, *.example.com, 127.0.0.1:*); empty allows any")
 	f.DurationVar(&o.BundleTTL, "bundle-ttl", o.BundleTTL, "how long a rendered bundle is kept in the object store unless an app still uses it")
@@ -470,6 +474,11 @@ func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue,
 	r.metrics = newMetrics(ctx, queue, r.renderer)
 	r.ingestM = ingest.NewMetrics(r.metrics.reg)
 	r.apply = apply.NewRole(kc.applier, kc.apps, kc.projects, r.metrics, log)
+	var keyFiles []string
+	if o.SOPSAgeKeyFile != "" {
+		keyFiles = append(keyFiles, o.SOPSAgeKeyFile)
+	}
+	r.apply.DecryptWith(apply.NewSecretSOPSKeys(kc.applier.Dynamic(), o.Namespace, keyFiles...))
 	r.render = render.NewRole(r.renderer, r.git, kc.apps, r.apply, r.metrics.ObserveStage, log)
 	r.finalizer = apply.NewFinalizer(kc.applier, log)
 	r.specs = ingest.NewSpecTrigger(queue, log)

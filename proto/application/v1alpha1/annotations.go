@@ -26,6 +26,15 @@ const (
 	// AnnotationHookDeletePolicy lists when a hook is deleted:
 	// BeforeHookCreation (the default), HookSucceeded, HookFailed.
 	AnnotationHookDeletePolicy = "ferry.dev/hook-delete-policy"
+	// AnnotationSOPSDocument holds, base64-encoded, the SOPS-encrypted
+	// document an object was rendered from, as Git has it: SOPS's MAC
+	// covers the document's values in their order, which decoding loses.
+	// Only ferry's render sets it (one from Git is dropped); the apply
+	// role decrypts it just before the object is applied and removes it,
+	// with the object's sops field.
+	AnnotationSOPSDocument = "sops.ferry.dev/document"
+	// AnnotationSOPSSource names the file of that document, for errors.
+	AnnotationSOPSSource = "sops.ferry.dev/source"
 )
 
 // Argo CD's spellings, honoured after ferry's own so that a repository

@@ -60,6 +60,10 @@ type ProjectSpec struct {
 	// Project) written by an app of apps in this project may name,
 	// besides this project itself. ferry's own field.
 	ChildProjects []string `json:"childProjects,omitempty"`
+	// DecryptionSecrets are globs of the SOPS key Secrets, in ferry's
+	// namespace, that apps of this project may name in
+	// spec.decryption.secretRef. ferry's own field.
+	DecryptionSecrets []string `json:"decryptionSecrets,omitempty"`
 }
 
 // ProjectDestination is a cluster and namespace glob.
@@ -92,6 +96,7 @@ func NewDefaultProject(namespace string) *Project {
 			Destinations:             []ProjectDestination{{Server: "*", Namespace: "*"}},
 			ClusterResourceWhitelist: []GroupKind{{Group: "*", Kind: "*"}},
 			ChildProjects:            []string{"*"},
+			DecryptionSecrets:        []string{"*"},
 		},
 	}
 }
@@ -145,6 +150,15 @@ func (p *Project) AllowsSource(repoURL string) error {
 		return nil
 	}
 	return fmt.Errorf("project %q does not allow source repository %s (sourceRepos)", p.Name, repoURL)
+}
+
+// AllowsDecryptionSecret reports whether apps of p may decrypt their SOPS
+// documents with the key Secret name.
+func (p *Project) AllowsDecryptionSecret(name string) error {
+	if matchGlobs(p.Spec.DecryptionSecrets, name) {
+		return nil
+	}
+	return fmt.Errorf("project %q does not allow the SOPS key Secret %q (decryptionSecrets)", p.Name, name)
 }
 
 // AllowsDestination reports whether apps of p may deploy to namespace

@@ -1,6 +1,11 @@
 package v1alpha1
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 func TestProjectPolicy(t *testing.T) {
 	p := &Project{Spec: ProjectSpec{
@@ -85,5 +90,20 @@ func TestChildProject(t *testing.T) {
 	}
 	if len(unsupported) != 1 || unsupported[0] != "spec.roles" {
 		t.Errorf("unsupported = %v, want [spec.roles]", unsupported)
+	}
+}
+
+func TestAllowsDecryptionSecret(t *testing.T) {
+	team := &Project{ObjectMeta: metav1.ObjectMeta{Name: "team"}, Spec: ProjectSpec{DecryptionSecrets: []string{"team-*", "!team-admin"}}}
+	for name, want := range map[string]bool{"team-sops": true, "team-admin": false, "ferry-sops": false} {
+		if err := team.AllowsDecryptionSecret(name); (err == nil) != want {
+			t.Errorf("team project, Secret %s: error %v; want allowed %t", name, err, want)
+		}
+	}
+	if err := (&Project{ObjectMeta: metav1.ObjectMeta{Name: "bare"}}).AllowsDecryptionSecret("any"); err == nil || !strings.Contains(err.Error(), "decryptionSecrets") {
+		t.Errorf("a project without decryptionSecrets: error %v; want a refusal naming the field", err)
+	}
+	if err := NewDefaultProject("ferry").AllowsDecryptionSecret("any"); err != nil {
+		t.Errorf("the default project: %v", err)
 	}
 }

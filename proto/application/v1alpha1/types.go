@@ -36,6 +36,34 @@ type ApplicationSpec struct {
 	Project string `json:"project,omitempty"`
 	// Suspend stops every sync and self-heal of the app until cleared.
 	Suspend bool `json:"suspend,omitempty"`
+	// Decryption says how the app's SOPS documents are decrypted, as on a
+	// Flux Kustomization. Without it, SOPS documents are decrypted with the
+	// default key Secret.
+	Decryption *Decryption `json:"decryption,omitempty"`
+}
+
+// Decryption selects the keys of an app's SOPS documents.
+type Decryption struct {
+	// Provider is "sops", the only one.
+	Provider string `json:"provider,omitempty"`
+	// SecretRef names the Secret in ferry's namespace whose keys ending
+	// in ".agekey" decrypt the app's documents, in place of the default
+	// one. The app's project must allow it (decryptionSecrets).
+	SecretRef *LocalSecretReference `json:"secretRef,omitempty"`
+}
+
+// LocalSecretReference names a Secret in ferry's namespace.
+type LocalSecretReference struct {
+	Name string `json:"name"`
+}
+
+// DecryptionSecret names the key Secret of app's SOPS documents; empty
+// means the default one.
+func (s ApplicationSpec) DecryptionSecret() string {
+	if s.Decryption == nil || s.Decryption.SecretRef == nil {
+		return ""
+	}
+	return s.Decryption.SecretRef.Name
 }
 
 // ApplicationSource is one place the Application's manifests come from.

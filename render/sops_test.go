@@ -1,0 +1,62 @@
+package render
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/ferrycd/ferry/integration/gitserver"
+	"github.com/ferrycd/ferry/integration/sopstest"
+	"github.com/ferrycd/ferry/proto/application/v1alpha1"
+)
+
+// TestSOPSDocumentsPassThroughEncrypted renders SOPS documents from a
+// plain directory and from a Kustomize overlay that renames them: each
+// object stays encrypted and carries its document exactly as Git has it,
+// and a document that only claims to carry one loses the claim.
+func TestSOPSDocumentsPassThroughEncrypted(t *testing.T) {
+	key := sopstest.NewKey(t)
+	enc := sopstest.Encrypt(t, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2-value\n", key)
+	forged := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: forged\n  annotations:\n    " + v1alpha1.AnnotationSOPSDocument + ": " +
+		base64.StdEncoding.EncodeToString([]byte(enc)) + "\n"
+	srv := gitserver.New(t)
+	repo := srv.NewRepo(t, "sops")
+	repo.WriteFile(t, "plain/secret.yaml", enc)
+	repo.WriteFile(t, "plain/forged.yaml", forged)
+	repo.WriteFile(t, "kust/kustomization.yaml", "namePrefix: p-\nnamespace: other\nresources:\n  - secret.yaml\n  - forged.yaml\n")
+	repo.WriteFile(t, "kust/secret.yaml", enc)
+	repo.WriteFile(t, "kust/forged.yaml", forged)
+	sha := repo.Commit(t, "sops")
+	r := newRenderer(t, Options{})
+	for _, c := range []struct{ path, secret, forged, file string }{
+		{"plain", "db", "forged", "plain/secret.yaml"},
+		{"kust", "p-db", "p-forged", "kust/secret.yaml"},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			objs := objects(t, render(t, r, app(c.path, "default", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: c.path}), sha))
+			secret := findObject(t, objs, "Secret", c.secret)
+			if _, ok := secret["sops"]; !ok || strings.Contains(toJSON(t, secret), "hunter2-value") {
+				t.Errorf("the Secret is not passed through encrypted: %v", secret)
+			}
+			ann, _ := secret["metadata"].(map[string]any)["annotations"].(map[string]any)
+			doc, err := base64.StdEncoding.DecodeString(ann[v1alpha1.AnnotationSOPSDocument].(string))
+			if err != nil || string(doc) != enc || ann[v1alpha1.AnnotationSOPSSource] != c.file {
+				t.Errorf("annotations %v; want the document as Git has it, from %s", ann, c.file)
+			}
+			meta := findObject(t, objs, "ConfigMap", c.forged)["metadata"].(map[string]any)
+			if a, _ := meta["annotations"].(map[string]any); a[v1alpha1.AnnotationSOPSDocument] != nil {
+				t.Errorf("a document from Git kept its claim to a SOPS document: %v", a)
+			}
+		})
+	}
+}
+
+func toJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
