@@ -49,6 +49,13 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 	tampered := sopstest.Encrypt(t, strings.ReplaceAll(plainSecret, "name: db", "name: tampered"), key)
 	repo.WriteFile(t, "tampered/secret.yaml", strings.Replace(tampered, "name: tampered", "name: swapped", 1))
 	repo.WriteFile(t, "sound/config.yaml", configMap("sound", "hello"))
+	// The seed's spelling: a KSOPS generator, with Kustomize plugins off.
+	repo.WriteFile(t, "ksops/kustomization.yaml", "generators:\n  - secret-generator.yaml\n")
+	repo.WriteFile(t, "ksops/secret-generator.yaml", "apiVersion: viaduct.ai/v1\nkind: ksops\nmetadata:\n  name: gen\n  annotations:\n    config.kubernetes.io/function: |\n      exec:\n        path: ksops\nfiles:\n  - ./secret.enc.yaml\n")
+	repo.WriteFile(t, "ksops/secret.enc.yaml", sopstest.Encrypt(t, strings.ReplaceAll(plainSecret, "name: db", "name: from-ksops"), key))
+	// A chart whose template is an encrypted manifest.
+	repo.WriteFile(t, "chart/Chart.yaml", "apiVersion: v2\nname: secrets\nversion: 0.1.0\n")
+	repo.WriteFile(t, "chart/templates/secret.yaml", sopstest.Encrypt(t, strings.ReplaceAll(plainSecret, "name: db", "name: from-helm"), key))
 	first := repo.Commit(t, "encrypted secrets")
 
 	dataDir := filepath.Join(t.TempDir(), "data")
@@ -67,7 +74,7 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	createNamespace(t, kube, "sops")
-	for _, name := range []string{"plain", "kust", "wrong", "tampered", "sound"} {
+	for _, name := range []string{"plain", "kust", "wrong", "tampered", "sound", "ksops", "chart"} {
 		createApp(t, dyn, &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ferry"},
 			Spec: v1alpha1.ApplicationSpec{
@@ -79,6 +86,15 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 	}
 
 	t.Run("encrypted Secrets land decrypted", func(t *testing.T) {
+		for _, name := range []string{"from-ksops", "from-helm"} {
+			eventually(t, name+" decrypted", func() (bool, string) {
+				s, err := kube.CoreV1().Secrets("sops").Get(t.Context(), name, metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error() + "; " + getApp(t, dyn, "ferry", strings.TrimPrefix(strings.Replace(name, "from-helm", "chart", 1), "from-")).Status.LastError
+				}
+				return string(s.Data["password"]) == plainValue, string(s.Data["password"])
+			})
+		}
 		eventually(t, "both Secrets decrypted", func() (bool, string) {
 			db, err := kube.CoreV1().Secrets("sops").Get(t.Context(), "db", metav1.GetOptions{})
 			if err != nil {

@@ -77,7 +77,8 @@ func newKustomizeFS(rd *repoReader, allowRemote bool) *kustomizeFS {
 }
 
 // failure is the error to report instead of kustomize's own, when the
-// build failed because it tried to leave the repository or to go remote.
+// build failed because it tried to leave the repository or to go remote,
+// or met a KSOPS generator ferry cannot serve.
 func (f *kustomizeFS) failure() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -315,6 +316,14 @@ func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 	}
 	if err := f.checkContent(n.path, data); err != nil {
 		return nil, err
+	}
+	if isKustomizationFile(n.path) {
+		out, err := rewriteKSOPS(f.rd, n.path, data)
+		if err != nil {
+			// kustomize would only say it found no kustomization.
+			f.noteEscape(err)
+		}
+		return out, err
 	}
 	return markSOPSFile(n.path, data), nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"path"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -93,4 +95,86 @@ func markSOPSFile(file string, data []byte) []byte {
 		return data
 	}
 	return out.Bytes()
+}
+
+// rewriteKSOPS serves a kustomization whose generators include KSOPS
+// generators (apiVersion viaduct.ai/v1, kind ksops, in the legacy plugin
+// spelling or the current exec-function one) with the files each lists
+// moved to resources. Kustomize plugins stay off: the files are SOPS
+// documents, which pass through the render encrypted and are decrypted
+// at apply, as KSOPS would have produced them decrypted. A kustomization
+// without KSOPS generators comes back as it is.
+func rewriteKSOPS(rd *repoReader, file string, data []byte) ([]byte, error) {
+	if !bytes.Contains(data, []byte("generators")) {
+		return data, nil
+	}
+	var k map[string]any
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		return data, nil // kustomize reports it
+	}
+	gens, _ := k["generators"].([]any)
+	if len(gens) == 0 {
+		return data, nil
+	}
+	dir := path.Dir(file)
+	var kept, moved []any
+	for _, g := range gens {
+		entry, ok := g.(string)
+		if !ok || strings.Contains(entry, "\n") {
+			kept = append(kept, g)
+			continue
+		}
+		files, isKSOPS, err := ksopsFiles(rd, dir, entry)
+		if err != nil {
+			return nil, err
+		}
+		if !isKSOPS {
+			kept = append(kept, g)
+			continue
+		}
+		for _, f := range files {
+			moved = append(moved, f)
+		}
+	}
+	if len(moved) == 0 {
+		return data, nil
+	}
+	if len(kept) > 0 {
+		k["generators"] = kept
+	} else {
+		delete(k, "generators")
+	}
+	resources, _ := k["resources"].([]any)
+	k["resources"] = append(resources, moved...)
+	return yaml.Marshal(k)
+}
+
+// ksopsFiles reads the generator config entry names, relative to the
+// kustomization's directory dir, and returns the files of a KSOPS
+// generator.
+func ksopsFiles(rd *repoReader, dir, entry string) ([]string, bool, error) {
+	p, err := ConfinePath(path.Join(dir, entry))
+	if err != nil {
+		return nil, false, nil // kustomize reports it
+	}
+	data, n, err := rd.readFile(p)
+	if err != nil {
+		return nil, false, nil // a directory, or missing: kustomize reports it
+	}
+	var cfg struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Files      []string `json:"files"`
+		SecretFrom []any    `json:"secretFrom"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil || !strings.HasPrefix(cfg.APIVersion, "viaduct.ai/") || !strings.EqualFold(cfg.Kind, "ksops") {
+		return nil, false, nil
+	}
+	if len(cfg.SecretFrom) > 0 {
+		return nil, true, &SourceError{Err: fmt.Errorf("%s: KSOPS secretFrom is not supported; list the encrypted manifests under files", n.path)}
+	}
+	if len(cfg.Files) == 0 {
+		return nil, true, &SourceError{Err: fmt.Errorf("%s: the KSOPS generator lists no files", n.path)}
+	}
+	return cfg.Files, true, nil
 }

@@ -3,6 +3,7 @@ package render
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,4 +60,40 @@ func toJSON(t testing.TB, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestKSOPSGenerators renders a kustomization whose generators are KSOPS
+// generators, in the legacy and the current spelling, with plugins off:
+// the files they list come out as resources, still encrypted and marked.
+func TestKSOPSGenerators(t *testing.T) {
+	key := sopstest.NewKey(t)
+	srv := gitserver.New(t)
+	repo := srv.NewRepo(t, "ksops")
+	repo.WriteFile(t, "app/kustomization.yaml", "namePrefix: k-\nresources:\n  - cm.yaml\ngenerators:\n  - legacy.yaml\n  - current.yaml\n")
+	repo.WriteFile(t, "app/cm.yaml", cmYAML("plain"))
+	repo.WriteFile(t, "app/legacy.yaml", "apiVersion: viaduct.ai/v1\nkind: ksops\nmetadata:\n  name: legacy\nfiles:\n  - secrets/one.enc.yaml\n")
+	repo.WriteFile(t, "app/current.yaml", "apiVersion: viaduct.ai/v1\nkind: ksops\nmetadata:\n  name: current\n  annotations:\n    config.kubernetes.io/function: |\n      exec:\n        path: ksops\nfiles:\n  - ./secrets/two.enc.yaml\n")
+	for _, name := range []string{"one", "two"} {
+		repo.WriteFile(t, "app/secrets/"+name+".enc.yaml", sopstest.Encrypt(t, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: "+name+"\nstringData:\n  v: "+name+"-value\n", key))
+	}
+	repo.WriteFile(t, "bad/kustomization.yaml", "generators:\n  - gen.yaml\n")
+	repo.WriteFile(t, "bad/gen.yaml", "apiVersion: viaduct.ai/v1\nkind: ksops\nmetadata:\n  name: bad\nsecretFrom:\n  - metadata: {name: x}\n")
+	sha := repo.Commit(t, "ksops")
+	r := newRenderer(t, Options{})
+
+	objs := objects(t, render(t, r, app("app", "default", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "app"}), sha))
+	if got := objectNames(objs); strings.Join(slices.Sorted(slices.Values(got)), " ") != "ConfigMap/k-plain Secret/k-one Secret/k-two" {
+		t.Fatalf("objects %v; want the ConfigMap and both generated Secrets", got)
+	}
+	for _, name := range []string{"k-one", "k-two"} {
+		s := findObject(t, objs, "Secret", name)
+		ann, _ := s["metadata"].(map[string]any)["annotations"].(map[string]any)
+		if _, ok := s["sops"]; !ok || ann[v1alpha1.AnnotationSOPSDocument] == nil || strings.Contains(toJSON(t, s), "-value") {
+			t.Errorf("Secret %s is not passed through encrypted and marked: %v", name, s)
+		}
+	}
+	err := renderErr(t, r, app("bad", "default", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "bad"}), sha)
+	if !strings.Contains(err.Error(), "bad/gen.yaml: KSOPS secretFrom is not supported") {
+		t.Errorf("error %v; want one naming the generator file and secretFrom", err)
+	}
 }
