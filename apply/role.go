@@ -214,6 +214,12 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 		Revision: req.GetRevision(), Trigger: applyTrigger(req), TraceID: traceID(ctx), SpanID: sc.SpanID().String(),
 		BundleHash: b.GetHash(), StartedAt: started, FinishedAt: time.Now(), Result: res, Err: applyErr, Generation: app.Generation,
 	}
+	if len(decrypted) > 0 {
+		rec.DecryptedWith = app.Spec.DecryptionSecret()
+		if rec.DecryptedWith == "" {
+			rec.DecryptedWith = DefaultSOPSSecret
+		}
+	}
 	if len(req.GetInputs()) > 0 || req.GetTrigger() != ferryv1.Trigger_TRIGGER_DRIFT && !req.GetPostSync() {
 		rec.Inputs = []v1alpha1.InputPath{}
 		for _, in := range req.GetInputs() {

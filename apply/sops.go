@@ -40,7 +40,7 @@ const DefaultSOPSSecret = "ferry-sops"
 // ErrDecrypt is wrapped by every failure to decrypt a SOPS document: no
 // key, a wrong key, a tampered MAC. Retrying does not help until Git or the
 // key Secret changes.
-var ErrDecrypt = errors.New("cannot decrypt SOPS document")
+var ErrDecrypt = errors.New(v1alpha1.DecryptFailed)
 
 // SOPSKeys finds the age identities that decrypt SOPS documents.
 type SOPSKeys interface {

@@ -26,6 +26,9 @@ type SyncRecord struct {
 	SpanID string
 	// BundleHash names the bundle applied, for re-applies without a render.
 	BundleHash string
+	// DecryptedWith names the SOPS key Secret the sync decrypted with;
+	// empty when it decrypted nothing.
+	DecryptedWith string
 	// Inputs, when set, replace the status' record of the paths the render
 	// read (a re-apply leaves them nil and the record as it was).
 	Inputs     []v1alpha1.InputPath
@@ -107,7 +110,7 @@ func applyRecord(st *v1alpha1.ApplicationStatus, rec SyncRecord) {
 			}
 		}
 		st.LastError = ""
-		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision, BundleHash: rec.BundleHash}
+		st.Sync = v1alpha1.SyncStatus{Status: v1alpha1.SyncStatusSynced, Revision: rec.Revision, BundleHash: rec.BundleHash, DecryptedWith: rec.DecryptedWith}
 		if rec.Inputs != nil {
 			st.Inputs = rec.Inputs
 		}

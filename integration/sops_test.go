@@ -133,6 +133,26 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 		})
 	})
 
+	t.Run("adding the missing key to the key Secret syncs the app that needed it", func(t *testing.T) {
+		sec, err := kube.CoreV1().Secrets("ferry").Get(t.Context(), "ferry-sops", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.Data["rotated.agekey"] = []byte(wrongKey.Identity)
+		if _, err := kube.CoreV1().Secrets("ferry").Update(t.Context(), sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the wrong app's Secret decrypted with the added key", func() (bool, string) {
+			s, err := kube.CoreV1().Secrets("sops").Get(t.Context(), "wrong", metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error() + "; " + getApp(t, dyn, "ferry", "wrong").Status.LastError
+			}
+			app := getApp(t, dyn, "ferry", "wrong")
+			return string(s.Data["password"]) == plainValue && app.Status.Sync.DecryptedWith == "ferry-sops",
+				fmt.Sprintf("password %q, decryptedWith %q", s.Data["password"], app.Status.Sync.DecryptedWith)
+		})
+	})
+
 	t.Run("an app's own key Secret, only where its project allows it", func(t *testing.T) {
 		teamKey := sopstest.NewKey(t)
 		if _, err := kube.CoreV1().Secrets("ferry").Create(t.Context(), &corev1.Secret{

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -440,6 +441,7 @@ type roleSet struct {
 	apply      *apply.Role
 	dispatcher *ingest.Dispatcher
 	specs      *ingest.SpecTrigger
+	keys       *ingest.KeyTrigger
 	drift      *ingest.DriftTrigger
 	finalizer  *apply.Finalizer
 	statuses   *ingest.CommitStatus // nil without a token
@@ -482,6 +484,7 @@ func (o *ServeOptions) roles(ctx context.Context, kc *kube, queue *worker.Queue,
 	r.render = render.NewRole(r.renderer, r.git, kc.apps, r.apply, r.metrics.ObserveStage, log)
 	r.finalizer = apply.NewFinalizer(kc.applier, log)
 	r.specs = ingest.NewSpecTrigger(queue, log)
+	r.keys = ingest.NewKeyTrigger(kc.apps, queue, apply.DefaultSOPSSecret, log)
 	r.drift = ingest.NewDriftTrigger(kc.apps, queue, r.ingestM, log)
 
 	githubToken := sec.githubToken
@@ -649,6 +652,13 @@ func (o *ServeOptions) run(ctx context.Context, kc *kube, queue *worker.Queue, r
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return kc.apps.Start(ctx) })
 	g.Go(func() error { return kc.projects.Start(ctx) })
+	g.Go(func() error {
+		md, err := metadata.NewForConfig(kc.cfg)
+		if err != nil {
+			return err
+		}
+		return r.keys.Watch(ctx, md, o.Namespace)
+	})
 	g.Go(func() error { return apply.EnsureDefaultProject(ctx, kc.applier, o.Namespace, log) })
 	if err := kc.projects.WaitSynced(ctx); err != nil {
 		return err

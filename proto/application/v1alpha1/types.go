@@ -197,7 +197,15 @@ type SyncStatus struct {
 	// BundleHash names the rendered bundle last applied in full, so that
 	// self-heal and PostSync reuse it without rendering again.
 	BundleHash string `json:"bundleHash,omitempty"`
+	// DecryptedWith names the SOPS key Secret the last sync decrypted
+	// with, when it decrypted anything: a change to that Secret syncs the
+	// app again.
+	DecryptedWith string `json:"decryptedWith,omitempty"`
 }
+
+// DecryptFailed begins the message of a sync that could not decrypt a
+// SOPS document: a change to the app's key Secret syncs it again.
+const DecryptFailed = "cannot decrypt SOPS document"
 
 // HealthStatus is the app's health, the worst of its objects.
 type HealthStatus struct {
