@@ -59,6 +59,7 @@ func writeSeed(t *testing.T, repo *gitserver.Repo, argo bool) string {
 
 func createRoot(t *testing.T, dyn dynamic.Interface, repoURL string) {
 	t.Helper()
+	createSeedKey(t, dyn)
 	b, err := os.ReadFile(filepath.Join("testdata", "seed", "root.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -70,12 +71,31 @@ func createRoot(t *testing.T, dyn dynamic.Interface, repoURL string) {
 	createApp(t, dyn, &app)
 }
 
+// createSeedKey puts the seed's throwaway age key in ferry's key Secret,
+// as an operator puts theirs.
+func createSeedKey(t *testing.T, dyn dynamic.Interface) {
+	t.Helper()
+	key, err := os.ReadFile(filepath.Join("testdata", "seed-key", "demo.agekey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": "ferry-sops", "namespace": "ferry"},
+		"stringData": map[string]any{"demo.agekey": string(key)},
+	}}
+	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).Namespace("ferry").Create(t.Context(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // clusterState lists the objects ferry manages, as kind/namespace/name.
 func clusterState(t *testing.T, dyn dynamic.Interface) []string {
 	t.Helper()
 	var out []string
 	for _, gvr := range []schema.GroupVersionResource{
 		{Version: "v1", Resource: "namespaces"}, {Version: "v1", Resource: "services"}, {Version: "v1", Resource: "configmaps"},
+		{Version: "v1", Resource: "secrets"},
 		{Group: "apps", Version: "v1", Resource: "deployments"}, {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"},
 		{Group: "certs.example.com", Version: "v1", Resource: "certificates"}, appGVR,
 	} {
@@ -98,6 +118,7 @@ var seedState = []string{
 	"CustomResourceDefinition//certificates.certs.example.com",
 	"Deployment/blog/blog", "Deployment/ingress/edge-proxy",
 	"Namespace//blog", "Namespace//certs", "Namespace//ingress",
+	"Secret/ingress/edge-basic-auth",
 	"Service/blog/blog", "Service/ingress/edge-proxy",
 }
 
@@ -157,6 +178,10 @@ func TestSeedRepository(t *testing.T) {
 		}
 		if _, err := kube.CoreV1().ConfigMaps("ingress").Get(t.Context(), "must-not-exist", metav1.GetOptions{}); err == nil {
 			t.Error("a file the kustomization does not list was deployed")
+		}
+		s, err := kube.CoreV1().Secrets("ingress").Get(t.Context(), "edge-basic-auth", metav1.GetOptions{})
+		if err != nil || string(s.Data["username"]) != "admin" || string(s.Data["password"]) != "correct-horse-battery-staple" {
+			t.Errorf("the KSOPS Secret is not in the cluster decrypted: %v", err)
 		}
 	})
 

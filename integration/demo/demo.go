@@ -9,10 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -44,6 +46,9 @@ type Result struct {
 	Revision           string
 	PushToApplied      time.Duration
 	TraceID            string
+	// SecretKeys are the keys of the Secret the seed keeps encrypted in
+	// Git, as found decrypted in the cluster.
+	SecretKeys []string
 }
 
 const (
@@ -176,6 +181,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	step("ferry serve listening on http://%s for webhooks and http://%s for the API (embedded NATS, data in %s)", info.HTTPAddr, info.APIAddr, so.DataDir)
 
+	kube := kubernetes.NewForConfigOrDie(cp.Config)
+	ageKey, err := os.ReadFile(filepath.Join(filepath.Dir(seed), "seed-key", "demo.agekey"))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "ferry-sops", Namespace: namespace},
+		Data:       map[string][]byte{"demo.agekey": ageKey},
+	}, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("creating the SOPS key Secret: %w", err)
+	}
+	step("SOPS key Secret %s/ferry-sops created from the demo's throwaway age key; ferry decrypts the seed's encrypted Secret with it at apply", namespace)
+
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	rootYAML, err := os.ReadFile(filepath.Join(seed, "root.yaml"))
 	if err != nil {
@@ -206,7 +224,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		return sent, nil
 	}
-	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	waitImage := func(revision, image string) (*v1alpha1.Application, error) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for time.Now().Before(deadline) {
@@ -241,6 +258,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		names = append(names, a.GetName())
 	}
 	step("first sync done: Applications %s; blog runs %s", strings.Join(names, ", "), oldImage)
+	var sealed *corev1.Secret
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if sealed, err = kube.CoreV1().Secrets("ingress").Get(ctx, "edge-basic-auth", metav1.GetOptions{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("the seed's SOPS Secret did not reach the cluster: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var secretKeys []string
+	for k, v := range sealed.Data {
+		secretKeys = append(secretKeys, fmt.Sprintf("%s (%d bytes)", k, len(v)))
+	}
+	sort.Strings(secretKeys)
+	step("secret ingress/edge-basic-auth, encrypted in Git (KSOPS), is decrypted in the cluster: %s; username=%s", strings.Join(secretKeys, ", "), sealed.Data["username"])
 
 	values, err := os.ReadFile(filepath.Join(seed, blogFile))
 	if err != nil {
@@ -262,7 +295,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{FromImage: oldImage, ToImage: newImage, Revision: second, PushToApplied: time.Since(sent)}
+	res := &Result{FromImage: oldImage, ToImage: newImage, Revision: second, PushToApplied: time.Since(sent), SecretKeys: secretKeys}
 	if n := len(got.Status.History); n > 0 {
 		res.TraceID = got.Status.History[n-1].TraceID
 	}

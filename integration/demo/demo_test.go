@@ -13,7 +13,7 @@ func TestDemoBumpsTheImageTag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ToImage != newImage || res.Revision == "" || res.TraceID == "" {
+	if res.ToImage != newImage || res.Revision == "" || res.TraceID == "" || strings.Join(res.SecretKeys, ", ") != "password (28 bytes), username (5 bytes)" {
 		t.Fatalf("unexpected result %+v", res)
 	}
 	for _, want := range []string{"deployment/blog image in the cluster: " + newImage, "Deployment", "stopped cleanly"} {
