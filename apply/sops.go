@@ -12,11 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/getsops/sops/v3"
 	"github.com/getsops/sops/v3/aes"
 	sopsage "github.com/getsops/sops/v3/age"
 	"github.com/getsops/sops/v3/config"
+	"github.com/getsops/sops/v3/logging"
+	"github.com/getsops/sops/v3/stores/dotenv"
+	sopsjson "github.com/getsops/sops/v3/stores/json"
 	sopsyaml "github.com/getsops/sops/v3/stores/yaml"
+	"github.com/sirupsen/logrus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -32,6 +37,12 @@ import (
 // The role decrypts them here, in memory, just before the sync applies
 // them; nothing decrypted is stored, logged, traced or sent anywhere but to
 // the API server.
+
+func init() {
+	// sops logs every identity that fails to open a document, at info
+	// level, to stderr; ferry reports what failed itself.
+	logging.SetLevel(logrus.WarnLevel)
+}
 
 // DefaultSOPSSecret is the Secret in ferry's namespace whose keys ending in
 // ".agekey" hold the age identities that decrypt SOPS documents.
@@ -114,8 +125,10 @@ func (k *SecretSOPSKeys) AgeIdentities(ctx context.Context, secret string) (sops
 // hasSOPS reports whether any object carries a SOPS document.
 func hasSOPS(objs []*unstructured.Unstructured) bool {
 	for _, u := range objs {
-		if _, ok := u.GetAnnotations()[v1alpha1.AnnotationSOPSDocument]; ok {
-			return true
+		for k := range u.GetAnnotations() {
+			if k == v1alpha1.AnnotationSOPSDocument || strings.HasPrefix(k, v1alpha1.AnnotationSOPSGeneratedPrefix) {
+				return true
+			}
 		}
 	}
 	return false
@@ -126,22 +139,31 @@ func hasSOPS(objs []*unstructured.Unstructured) bool {
 // document but apiVersion, kind, metadata and sops replaces the rendered
 // object's, whose metadata (as Kustomize or Helm left it) stays. The first
 // failure names the object and its file, and nothing is decrypted for the
-// caller to use. It returns the objects it decrypted, and a key derived
-// from the identities for their inventory hashes (SyncOptions.Decrypted).
-func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unstructured.Unstructured) (map[*unstructured.Unstructured]bool, []byte, error) {
+// caller to use. It returns the objects it decrypted, each with the key of
+// its inventory hash (SyncOptions.Decrypted): derived from the identity
+// that opened it, so that adding a key to the Secret changes no hash.
+func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unstructured.Unstructured) (map[*unstructured.Unstructured][]byte, error) {
 	if !hasSOPS(objs) {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if keys == nil {
-		return nil, nil, fmt.Errorf("%w: ferry has no SOPS keys configured", ErrDecrypt)
+		return nil, fmt.Errorf("%w: ferry has no SOPS keys configured", ErrDecrypt)
 	}
 	ids, err := keys.AgeIdentities(ctx, secret)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
+		return nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
 	}
-	decrypted := map[*unstructured.Unstructured]bool{}
+	decrypted := map[*unstructured.Unstructured][]byte{}
 	for _, u := range objs {
 		ann := u.GetAnnotations()
+		hk, err := decryptGenerated(u, ids)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s %s: %v", ErrDecrypt, u.GetKind(), objectName(u), err)
+		}
+		if hk != nil {
+			decrypted[u] = hk
+			ann = u.GetAnnotations()
+		}
 		enc, ok := ann[v1alpha1.AnnotationSOPSDocument]
 		if !ok {
 			continue
@@ -152,11 +174,11 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 		}
 		doc, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
-		plain, err := decryptDocument(doc, ids)
+		plain, hk, err := decryptDocument(doc, ids)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
 		for k, v := range plain {
 			switch k {
@@ -172,19 +194,16 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 		if len(ann) == 0 {
 			unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
 		}
-		decrypted[u] = true
+		decrypted[u] = hk
 	}
-	return decrypted, hashKey(ids), nil
+	return decrypted, nil
 }
 
-// hashKey derives, from the age identities, the key of the inventory
-// hashes of decrypted objects.
-func hashKey(ids sopsage.ParsedIdentities) []byte {
+// hashKey derives, from the age identity that opened a document, the key
+// of the inventory hash of what was decrypted from it.
+func hashKey(id age.Identity) []byte {
 	h := sha256.New()
-	h.Write([]byte("ferry: inventory hashes of decrypted objects\x00"))
-	for _, id := range ids {
-		fmt.Fprintf(h, "%v\x00", id)
-	}
+	fmt.Fprintf(h, "ferry: inventory hashes of decrypted objects\x00%v", id)
 	return h.Sum(nil)
 }
 
@@ -197,49 +216,147 @@ func objectName(u *unstructured.Unstructured) string {
 
 // decryptDocument decrypts one SOPS YAML document with age identities and
 // checks its MAC, as `sops decrypt` does.
-func decryptDocument(doc []byte, ids sopsage.ParsedIdentities) (map[string]any, error) {
-	store := sopsyaml.NewStore(&config.YAMLStoreConfig{})
+func decryptDocument(doc []byte, ids sopsage.ParsedIdentities) (map[string]any, []byte, error) {
+	out, hk, err := decryptFile(sopsyaml.NewStore(&config.YAMLStoreConfig{}), doc, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := yaml.YAMLToJSON(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the decrypted document: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(js, &m); err != nil {
+		return nil, nil, fmt.Errorf("the decrypted document is not a mapping: %v", err)
+	}
+	return m, hk, nil
+}
+
+// decryptFile decrypts a SOPS file in store's format and returns it in
+// plain text, in the same format, with the inventory hash key of the
+// identity that opened it.
+func decryptFile(store sops.Store, doc []byte, ids sopsage.ParsedIdentities) ([]byte, []byte, error) {
 	tree, err := store.LoadEncryptedFile(doc)
 	if err != nil {
-		return nil, fmt.Errorf("reading the SOPS document: %v", err)
+		return nil, nil, fmt.Errorf("reading the SOPS document: %v", err)
 	}
 	if len(tree.Metadata.KeyGroups) > 1 {
-		return nil, errors.New("the document splits its data key over key groups (Shamir), which ferry does not read")
+		return nil, nil, errors.New("the document splits its data key over key groups (Shamir), which ferry does not read")
 	}
-	dataKey, err := ageDataKey(tree, ids)
+	dataKey, opener, err := ageDataKey(tree, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cipher := aes.NewCipher()
 	mac, err := tree.Decrypt(dataKey, cipher)
 	if err != nil {
-		return nil, fmt.Errorf("decrypting its values: %v", err)
+		return nil, nil, fmt.Errorf("decrypting its values: %v", err)
 	}
 	fileMAC, err := cipher.Decrypt(tree.Metadata.MessageAuthenticationCode, dataKey, tree.Metadata.LastModified.Format(time.RFC3339))
 	if err != nil {
-		return nil, fmt.Errorf("reading its MAC: %v", err)
+		return nil, nil, fmt.Errorf("reading its MAC: %v", err)
 	}
 	if fileMAC != mac {
-		return nil, errors.New("MAC mismatch: the file was changed after it was encrypted")
+		return nil, nil, errors.New("MAC mismatch: the file was changed after it was encrypted")
 	}
 	out, err := store.EmitPlainFile(tree.Branches)
 	if err != nil {
-		return nil, fmt.Errorf("writing the decrypted document: %v", err)
+		return nil, nil, fmt.Errorf("writing the decrypted document: %v", err)
 	}
-	js, err := yaml.YAMLToJSON(out)
-	if err != nil {
-		return nil, fmt.Errorf("reading the decrypted document: %v", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(js, &m); err != nil {
-		return nil, fmt.Errorf("the decrypted document is not a mapping: %v", err)
-	}
-	return m, nil
+	return out, hashKey(opener), nil
 }
 
-// ageDataKey decrypts the document's data key with the first age recipient
-// one of ids opens.
-func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, error) {
+// storeFor returns the SOPS store of a generated file's format.
+func storeFor(format string) (sops.Store, error) {
+	switch format {
+	case "dotenv":
+		return dotenv.NewStore(&config.DotenvStoreConfig{}), nil
+	case "json":
+		return sopsjson.NewStore(&config.JSONStoreConfig{}), nil
+	case "yaml":
+		return sopsyaml.NewStore(&config.YAMLStoreConfig{}), nil
+	case "binary":
+		return sopsjson.NewBinaryStore(&config.JSONBinaryStoreConfig{}), nil
+	}
+	return nil, fmt.Errorf("unknown SOPS file format %q", format)
+}
+
+// decryptGenerated fills the data of a Secret a Kustomize secretGenerator
+// made from SOPS-encrypted files, from the files its annotations carry, and
+// removes the annotations and the placeholders.
+func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities) ([]byte, error) {
+	ann := u.GetAnnotations()
+	var names []string
+	for k := range ann {
+		if strings.HasPrefix(k, v1alpha1.AnnotationSOPSGeneratedPrefix) {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	sort.Strings(names)
+	var hk []byte
+	data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+	if data == nil {
+		data = map[string]string{}
+	}
+	for k := range data {
+		if strings.HasPrefix(k, v1alpha1.SOPSPlaceholderPrefix) {
+			delete(data, k)
+		}
+	}
+	for _, name := range names {
+		raw, err := base64.StdEncoding.DecodeString(ann[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		var g v1alpha1.SOPSGenerated
+		if err := json.Unmarshal(raw, &g); err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		store, err := storeFor(g.Format)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", g.File, err)
+		}
+		plain, key, err := decryptFile(store, g.Document, ids)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", g.File, err)
+		}
+		hk = append(hk, key...)
+		if g.Kind == "files" {
+			data[g.Key] = base64.StdEncoding.EncodeToString(plain)
+			continue
+		}
+		for _, line := range strings.Split(string(plain), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				return nil, fmt.Errorf("%s: a dotenv line without \"=\"", g.File)
+			}
+			data[k] = base64.StdEncoding.EncodeToString([]byte(v))
+		}
+	}
+	for _, name := range names {
+		delete(ann, name)
+	}
+	u.SetAnnotations(ann)
+	if len(ann) == 0 {
+		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
+	}
+	if err := unstructured.SetNestedStringMap(u.Object, data, "data"); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(hk)
+	return sum[:], nil
+}
+
+// ageDataKey decrypts the document's data key with the first age
+// recipient one of ids opens, and says which identity opened it.
+func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, age.Identity, error) {
 	var recipients []string
 	for _, group := range tree.Metadata.KeyGroups {
 		for _, k := range group {
@@ -248,22 +365,21 @@ func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, error) {
 				continue
 			}
 			recipients = append(recipients, mk.Recipient)
-			if len(ids) == 0 {
-				continue
-			}
-			// A copy: the tree's key must not keep the identities.
-			key := *mk
-			ids.ApplyToMasterKey(&key)
-			if dk, err := key.Decrypt(); err == nil {
-				return dk, nil
+			for _, id := range ids {
+				// A copy: the tree's key must not keep the identity.
+				key := *mk
+				sopsage.ParsedIdentities{id}.ApplyToMasterKey(&key)
+				if dk, err := key.Decrypt(); err == nil {
+					return dk, id, nil
+				}
 			}
 		}
 	}
 	if len(recipients) == 0 {
-		return nil, errors.New("the document has no age recipient; ferry decrypts with age keys only")
+		return nil, nil, errors.New("the document has no age recipient; ferry decrypts with age keys only")
 	}
 	if len(ids) == 0 {
-		return nil, fmt.Errorf("no age key is configured (Secret %s, or --sops-age-key-file); the document is for %s", DefaultSOPSSecret, strings.Join(recipients, ", "))
+		return nil, nil, fmt.Errorf("no age key is configured (Secret %s, or --sops-age-key-file); the document is for %s", DefaultSOPSSecret, strings.Join(recipients, ", "))
 	}
-	return nil, fmt.Errorf("none of the %d configured age keys opens it; the document is for %s", len(ids), strings.Join(recipients, ", "))
+	return nil, nil, fmt.Errorf("none of the %d configured age keys opens it; the document is for %s", len(ids), strings.Join(recipients, ", "))
 }

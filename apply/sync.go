@@ -60,11 +60,10 @@ type SyncOptions struct {
 	// pruned. Nil checks nothing (ferry's own objects).
 	Project *v1alpha1.Project
 	// Decrypted holds the objects whose values were decrypted from SOPS
-	// documents. Their inventory hash is keyed with DecryptedHashKey, so
-	// that the inventory, a ConfigMap, never holds a plain hash of a
-	// secret's value, which could be guessed offline.
-	Decrypted        map[*unstructured.Unstructured]bool
-	DecryptedHashKey []byte
+	// documents, each with the key of its inventory hash, an HMAC: the
+	// inventory, a ConfigMap, never holds a plain hash of a secret's
+	// value, which could be guessed offline.
+	Decrypted map[*unstructured.Unstructured][]byte
 }
 
 // SyncOptionsFor returns the SyncOptions of an Application: its name,
@@ -155,7 +154,7 @@ func (a *Applier) newRun(opts SyncOptions, p *plan) *run {
 }
 
 func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructured.Unstructured) (*Result, error) {
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted})
 	r := a.newRun(opts, p)
 	if len(invalid) > 0 {
 		r.res.Objects = invalid
@@ -466,7 +465,7 @@ func (a *Applier) RunPostSync(ctx context.Context, opts SyncOptions, objs []*uns
 	}
 	ctx, span := tracer().Start(ctx, "apply.postsync", trace.WithAttributes(attribute.String("ferry.app", opts.App)))
 	defer span.End()
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted})
 	if len(invalid) > 0 {
 		return nil, fmt.Errorf("%w: the bundle has invalid objects", ErrNoPostSyncPending)
 	}

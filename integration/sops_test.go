@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,6 +54,12 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 	repo.WriteFile(t, "ksops/kustomization.yaml", "generators:\n  - secret-generator.yaml\n")
 	repo.WriteFile(t, "ksops/secret-generator.yaml", "apiVersion: viaduct.ai/v1\nkind: ksops\nmetadata:\n  name: gen\n  annotations:\n    config.kubernetes.io/function: |\n      exec:\n        path: ksops\nfiles:\n  - ./secret.enc.yaml\n")
 	repo.WriteFile(t, "ksops/secret.enc.yaml", sopstest.Encrypt(t, strings.ReplaceAll(plainSecret, "name: db", "name: from-ksops"), key))
+	// A secretGenerator reading an encrypted dotenv file and an encrypted
+	// binary file, as Flux reads them.
+	const envValue, binValue = "env-s3cret-value-77aa", "bin-s3cret-value-33cc"
+	repo.WriteFile(t, "gen/kustomization.yaml", "secretGenerator:\n  - name: app\n    envs: [app.enc.env]\n    files: [tls.key=tls.enc.bin]\n    literals: [plain=visible]\n")
+	repo.WriteFile(t, "gen/app.enc.env", sopstest.EncryptDotenv(t, "API_TOKEN="+envValue+"\nMODE=prod\n", key))
+	repo.WriteFile(t, "gen/tls.enc.bin", sopstest.EncryptBinary(t, []byte(binValue), key))
 	// A chart whose template is an encrypted manifest.
 	repo.WriteFile(t, "chart/Chart.yaml", "apiVersion: v2\nname: secrets\nversion: 0.1.0\n")
 	repo.WriteFile(t, "chart/templates/secret.yaml", sopstest.Encrypt(t, strings.ReplaceAll(plainSecret, "name: db", "name: from-helm"), key))
@@ -74,7 +81,7 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	createNamespace(t, kube, "sops")
-	for _, name := range []string{"plain", "kust", "wrong", "tampered", "sound", "ksops", "chart"} {
+	for _, name := range []string{"plain", "kust", "wrong", "tampered", "sound", "ksops", "chart", "gen"} {
 		createApp(t, dyn, &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ferry"},
 			Spec: v1alpha1.ApplicationSpec{
@@ -84,6 +91,29 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 			},
 		})
 	}
+
+	t.Run("a secretGenerator's encrypted dotenv and binary files land decrypted", func(t *testing.T) {
+		eventually(t, "the generated Secret decrypted", func() (bool, string) {
+			list, err := kube.CoreV1().Secrets("sops").List(t.Context(), metav1.ListOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, s := range list.Items {
+				if !strings.HasPrefix(s.Name, "app-") {
+					continue
+				}
+				var keys []string
+				for k := range s.Data {
+					keys = append(keys, k)
+				}
+				slices.Sort(keys)
+				return string(s.Data["API_TOKEN"]) == envValue && string(s.Data["MODE"]) == "prod" && string(s.Data["tls.key"]) == binValue &&
+						string(s.Data["plain"]) == "visible" && strings.Join(keys, ",") == "API_TOKEN,MODE,plain,tls.key" && !strings.Contains(fmt.Sprint(s.Annotations), "sops.ferry.dev"),
+					fmt.Sprintf("%s: keys %v, annotations %v", s.Name, keys, s.Annotations)
+			}
+			return false, "no Secret app-*; " + getApp(t, dyn, "ferry", "gen").Status.LastError
+		})
+	})
 
 	t.Run("encrypted Secrets land decrypted", func(t *testing.T) {
 		for _, name := range []string{"from-ksops", "from-helm"} {
@@ -224,8 +254,10 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 	})
 
 	t.Run("the plaintext is nowhere but in the cluster's Secrets", func(t *testing.T) {
-		needles := []string{plainValue, kustValue,
-			base64.StdEncoding.EncodeToString([]byte(plainValue)), base64.StdEncoding.EncodeToString([]byte(kustValue))}
+		var needles []string
+		for _, v := range []string{plainValue, kustValue, envValue, binValue} {
+			needles = append(needles, v, base64.StdEncoding.EncodeToString([]byte(v)))
+		}
 		check := func(where string, data []byte) {
 			t.Helper()
 			for _, n := range needles {
@@ -282,7 +314,7 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 			check("span "+s.Name, []byte(fmt.Sprint(s.Attributes, s.Events, s.Status)))
 		}
 		for _, path := range []string{"/api/v1/apps/ferry/plain", "/api/v1/apps/ferry/plain/diff", "/api/v1/apps/ferry/plain/history",
-			"/api/v1/apps/ferry/plain/resources", "/api/v1/apps/ferry/kust/diff", "/api/v1/apps/ferry/kust/history"} {
+			"/api/v1/apps/ferry/plain/resources", "/api/v1/apps/ferry/kust/diff", "/api/v1/apps/ferry/kust/history", "/api/v1/apps/ferry/gen/diff"} {
 			resp := f.apiGet(t, path)
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -291,6 +323,6 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 			}
 			check("GET "+path, b)
 		}
-		t.Logf("searched %d streams (%d messages), %d data files, the logs, %d spans and 6 API answers", streams, msgs, files, len(f.spans.GetSpans()))
+		t.Logf("searched %d streams (%d messages), %d data files, the logs, %d spans and 7 API answers", streams, msgs, files, len(f.spans.GetSpans()))
 	})
 }

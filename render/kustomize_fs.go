@@ -318,7 +318,7 @@ func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 		return nil, err
 	}
 	if isKustomizationFile(n.path) {
-		out, err := rewriteKSOPS(f.rd, n.path, data)
+		out, err := rewriteKustomization(f.rd, n.path, data)
 		if err != nil {
 			// kustomize would only say it found no kustomization.
 			f.noteEscape(err)

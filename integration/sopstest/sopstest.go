@@ -12,6 +12,8 @@ import (
 	"github.com/getsops/sops/v3/aes"
 	sopsage "github.com/getsops/sops/v3/age"
 	"github.com/getsops/sops/v3/config"
+	"github.com/getsops/sops/v3/stores/dotenv"
+	sopsjson "github.com/getsops/sops/v3/stores/json"
 	sopsyaml "github.com/getsops/sops/v3/stores/yaml"
 )
 
@@ -37,8 +39,26 @@ func NewKey(t testing.TB) Key {
 // --age <recipient> --encrypted-regex '^(data|stringData)$'` does.
 func Encrypt(t testing.TB, plain string, k Key) string {
 	t.Helper()
-	store := sopsyaml.NewStore(&config.YAMLStoreConfig{})
-	branches, err := store.LoadPlainFile([]byte(plain))
+	return encrypt(t, sopsyaml.NewStore(&config.YAMLStoreConfig{}), []byte(plain), k, "^(data|stringData)$")
+}
+
+// EncryptDotenv encrypts a dotenv file for k, as `sops encrypt --age
+// <recipient> app.env` does.
+func EncryptDotenv(t testing.TB, plain string, k Key) string {
+	t.Helper()
+	return encrypt(t, dotenv.NewStore(&config.DotenvStoreConfig{}), []byte(plain), k, "")
+}
+
+// EncryptBinary encrypts any bytes for k, as `sops encrypt --input-type
+// binary` does.
+func EncryptBinary(t testing.TB, plain []byte, k Key) string {
+	t.Helper()
+	return encrypt(t, sopsjson.NewBinaryStore(&config.JSONBinaryStoreConfig{}), plain, k, "")
+}
+
+func encrypt(t testing.TB, store sops.Store, plain []byte, k Key, encryptedRegex string) string {
+	t.Helper()
+	branches, err := store.LoadPlainFile(plain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +68,7 @@ func Encrypt(t testing.TB, plain string, k Key) string {
 	}
 	tree := sops.Tree{Branches: branches, Metadata: sops.Metadata{
 		KeyGroups:      []sops.KeyGroup{{mk}},
-		EncryptedRegex: "^(data|stringData)$",
+		EncryptedRegex: encryptedRegex,
 		Version:        "3.13.3",
 	}}
 	dataKey, errs := tree.GenerateDataKey()

@@ -35,6 +35,16 @@ const (
 	AnnotationSOPSDocument = "sops.ferry.dev/document"
 	// AnnotationSOPSSource names the file of that document, for errors.
 	AnnotationSOPSSource = "sops.ferry.dev/source"
+	// AnnotationSOPSGeneratedPrefix begins the annotations a Kustomize
+	// secretGenerator's Secret gets for each SOPS-encrypted dotenv or
+	// binary file it reads: base64 of a JSON SOPSGenerated. Only ferry's
+	// render sets them; the apply role fills the Secret's data from them.
+	AnnotationSOPSGeneratedPrefix = "sops.ferry.dev/generated."
+	// SOPSPlaceholderPrefix begins the data keys that stand, in a
+	// generated Secret, for the encrypted files ferry decrypts at apply:
+	// their values are hashes of the ciphertext, so that Kustomize's name
+	// suffix changes with the file. The apply role removes them.
+	SOPSPlaceholderPrefix = "ferry-sops-placeholder."
 )
 
 // Argo CD's spellings, honoured after ferry's own so that a repository
@@ -53,3 +63,18 @@ const (
 	// of which ferry reads Prune=false and Prune=confirm.
 	ArgoAnnotationSyncOptions = "argocd.argoproj.io/sync-options"
 )
+
+// SOPSGenerated is one SOPS-encrypted file a Kustomize secretGenerator
+// reads, carried to the apply role (AnnotationSOPSGeneratedPrefix).
+type SOPSGenerated struct {
+	// Kind is "envs" (a dotenv file: one data key per line) or "files"
+	// (one data key, Key, holding the file).
+	Kind string `json:"kind"`
+	Key  string `json:"key,omitempty"`
+	// Format is the file's SOPS format: dotenv, json, yaml or binary.
+	Format string `json:"format"`
+	// File is the file's repository path, for errors.
+	File string `json:"file"`
+	// Document is the encrypted file as Git has it.
+	Document []byte `json:"document"`
+}
