@@ -2,7 +2,7 @@ package apply
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"filippo.io/age"
 	"github.com/getsops/sops/v3"
 	"github.com/getsops/sops/v3/aes"
 	sopsage "github.com/getsops/sops/v3/age"
@@ -59,7 +59,15 @@ type SOPSKeys interface {
 	// in ferry's namespace ("" names the default one), with any the
 	// operator gave in files.
 	AgeIdentities(ctx context.Context, secret string) (sopsage.ParsedIdentities, error)
+	// HashKey returns the installation's key for the inventory hashes of
+	// decrypted objects: the same whatever SOPS key opened them, so that
+	// re-encrypting a file for a new key writes nothing.
+	HashKey(ctx context.Context) ([]byte, error)
 }
+
+// HashKeySecret is the Secret in ferry's namespace holding the key of the
+// inventory hashes of decrypted objects; ferry creates it when missing.
+const HashKeySecret = "ferry-inventory-hash-key"
 
 // SecretSOPSKeys reads age identities from Secrets in ferry's namespace
 // and from files.
@@ -67,6 +75,9 @@ type SecretSOPSKeys struct {
 	dyn       dynamic.Interface
 	namespace string
 	files     []string
+
+	mu      sync.Mutex
+	hashKey []byte
 }
 
 // NewSecretSOPSKeys reads identities from Secrets in namespace, and from
@@ -122,6 +133,45 @@ func (k *SecretSOPSKeys) AgeIdentities(ctx context.Context, secret string) (sops
 	return ids, nil
 }
 
+// HashKey reads the key of HashKeySecret, creating the Secret with 32
+// random bytes when it does not exist yet.
+func (k *SecretSOPSKeys) HashKey(ctx context.Context) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.hashKey != nil {
+		return k.hashKey, nil
+	}
+	secrets := k.dyn.Resource(secretsResource).Namespace(k.namespace)
+	for range 3 {
+		u, err := secrets.Get(ctx, HashKeySecret, metav1.GetOptions{})
+		if err == nil {
+			enc, _, _ := unstructured.NestedString(u.Object, "data", "key")
+			key, err := base64.StdEncoding.DecodeString(enc)
+			if err != nil || len(key) < 16 {
+				return nil, fmt.Errorf("Secret %s/%s holds no usable key", k.namespace, HashKeySecret)
+			}
+			k.hashKey = key
+			return key, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("reading Secret %s/%s: %w", k.namespace, HashKeySecret, err)
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		_, err = secrets.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Secret",
+			"metadata": map[string]any{"name": HashKeySecret, "namespace": k.namespace},
+			"data":     map[string]any{"key": base64.StdEncoding.EncodeToString(key)},
+		}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating Secret %s/%s: %w", k.namespace, HashKeySecret, err)
+		}
+	}
+	return nil, fmt.Errorf("Secret %s/%s: could not read or create it", k.namespace, HashKeySecret)
+}
+
 // hasSOPS reports whether any object carries a SOPS document.
 func hasSOPS(objs []*unstructured.Unstructured) bool {
 	for _, u := range objs {
@@ -140,8 +190,8 @@ func hasSOPS(objs []*unstructured.Unstructured) bool {
 // object's, whose metadata (as Kustomize or Helm left it) stays. The first
 // failure names the object and its file, and nothing is decrypted for the
 // caller to use. It returns the objects it decrypted, each with the key of
-// its inventory hash (SyncOptions.Decrypted): derived from the identity
-// that opened it, so that adding a key to the Secret changes no hash.
+// its inventory hash (SyncOptions.Decrypted): the installation's, the same
+// whatever identity opened it.
 func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unstructured.Unstructured) (map[*unstructured.Unstructured][]byte, error) {
 	if !hasSOPS(objs) {
 		return nil, nil
@@ -153,14 +203,18 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
 	}
+	hk, err := keys.HashKey(ctx)
+	if err != nil {
+		return nil, err
+	}
 	decrypted := map[*unstructured.Unstructured][]byte{}
 	for _, u := range objs {
 		ann := u.GetAnnotations()
-		hk, err := decryptGenerated(u, ids)
+		generated, err := decryptGenerated(u, ids)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s %s: %v", ErrDecrypt, u.GetKind(), objectName(u), err)
 		}
-		if hk != nil {
+		if generated {
 			decrypted[u] = hk
 			ann = u.GetAnnotations()
 		}
@@ -176,7 +230,7 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
-		plain, hk, err := decryptDocument(doc, ids)
+		plain, err := decryptDocument(doc, ids)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
@@ -199,14 +253,6 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 	return decrypted, nil
 }
 
-// hashKey derives, from the age identity that opened a document, the key
-// of the inventory hash of what was decrypted from it.
-func hashKey(id age.Identity) []byte {
-	h := sha256.New()
-	fmt.Fprintf(h, "ferry: inventory hashes of decrypted objects\x00%v", id)
-	return h.Sum(nil)
-}
-
 func objectName(u *unstructured.Unstructured) string {
 	if ns := u.GetNamespace(); ns != "" {
 		return ns + "/" + u.GetName()
@@ -216,54 +262,53 @@ func objectName(u *unstructured.Unstructured) string {
 
 // decryptDocument decrypts one SOPS YAML document with age identities and
 // checks its MAC, as `sops decrypt` does.
-func decryptDocument(doc []byte, ids sopsage.ParsedIdentities) (map[string]any, []byte, error) {
-	out, hk, err := decryptFile(sopsyaml.NewStore(&config.YAMLStoreConfig{}), doc, ids)
+func decryptDocument(doc []byte, ids sopsage.ParsedIdentities) (map[string]any, error) {
+	out, err := decryptFile(sopsyaml.NewStore(&config.YAMLStoreConfig{}), doc, ids)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	js, err := yaml.YAMLToJSON(out)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the decrypted document: %v", err)
+		return nil, fmt.Errorf("reading the decrypted document: %v", err)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(js, &m); err != nil {
-		return nil, nil, fmt.Errorf("the decrypted document is not a mapping: %v", err)
+		return nil, fmt.Errorf("the decrypted document is not a mapping: %v", err)
 	}
-	return m, hk, nil
+	return m, nil
 }
 
 // decryptFile decrypts a SOPS file in store's format and returns it in
-// plain text, in the same format, with the inventory hash key of the
-// identity that opened it.
-func decryptFile(store sops.Store, doc []byte, ids sopsage.ParsedIdentities) ([]byte, []byte, error) {
+// plain text, in the same format.
+func decryptFile(store sops.Store, doc []byte, ids sopsage.ParsedIdentities) ([]byte, error) {
 	tree, err := store.LoadEncryptedFile(doc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the SOPS document: %v", err)
+		return nil, fmt.Errorf("reading the SOPS document: %v", err)
 	}
 	if len(tree.Metadata.KeyGroups) > 1 {
-		return nil, nil, errors.New("the document splits its data key over key groups (Shamir), which ferry does not read")
+		return nil, errors.New("the document splits its data key over key groups (Shamir), which ferry does not read")
 	}
-	dataKey, opener, err := ageDataKey(tree, ids)
+	dataKey, err := ageDataKey(tree, ids)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cipher := aes.NewCipher()
 	mac, err := tree.Decrypt(dataKey, cipher)
 	if err != nil {
-		return nil, nil, fmt.Errorf("decrypting its values: %v", err)
+		return nil, fmt.Errorf("decrypting its values: %v", err)
 	}
 	fileMAC, err := cipher.Decrypt(tree.Metadata.MessageAuthenticationCode, dataKey, tree.Metadata.LastModified.Format(time.RFC3339))
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading its MAC: %v", err)
+		return nil, fmt.Errorf("reading its MAC: %v", err)
 	}
 	if fileMAC != mac {
-		return nil, nil, errors.New("MAC mismatch: the file was changed after it was encrypted")
+		return nil, errors.New("MAC mismatch: the file was changed after it was encrypted")
 	}
 	out, err := store.EmitPlainFile(tree.Branches)
 	if err != nil {
-		return nil, nil, fmt.Errorf("writing the decrypted document: %v", err)
+		return nil, fmt.Errorf("writing the decrypted document: %v", err)
 	}
-	return out, hashKey(opener), nil
+	return out, nil
 }
 
 // storeFor returns the SOPS store of a generated file's format.
@@ -284,7 +329,7 @@ func storeFor(format string) (sops.Store, error) {
 // decryptGenerated fills the data of a Secret a Kustomize secretGenerator
 // made from SOPS-encrypted files, from the files its annotations carry, and
 // removes the annotations and the placeholders.
-func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities) ([]byte, error) {
+func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities) (bool, error) {
 	ann := u.GetAnnotations()
 	var names []string
 	for k := range ann {
@@ -293,10 +338,9 @@ func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities
 		}
 	}
 	if len(names) == 0 {
-		return nil, nil
+		return false, nil
 	}
 	sort.Strings(names)
-	var hk []byte
 	data, _, _ := unstructured.NestedStringMap(u.Object, "data")
 	if data == nil {
 		data = map[string]string{}
@@ -309,21 +353,20 @@ func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities
 	for _, name := range names {
 		raw, err := base64.StdEncoding.DecodeString(ann[name])
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", name, err)
+			return false, fmt.Errorf("%s: %v", name, err)
 		}
 		var g v1alpha1.SOPSGenerated
 		if err := json.Unmarshal(raw, &g); err != nil {
-			return nil, fmt.Errorf("%s: %v", name, err)
+			return false, fmt.Errorf("%s: %v", name, err)
 		}
 		store, err := storeFor(g.Format)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", g.File, err)
+			return false, fmt.Errorf("%s: %v", g.File, err)
 		}
-		plain, key, err := decryptFile(store, g.Document, ids)
+		plain, err := decryptFile(store, g.Document, ids)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", g.File, err)
+			return false, fmt.Errorf("%s: %v", g.File, err)
 		}
-		hk = append(hk, key...)
 		if g.Kind == "files" {
 			data[g.Key] = base64.StdEncoding.EncodeToString(plain)
 			continue
@@ -335,7 +378,7 @@ func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities
 			}
 			k, v, ok := strings.Cut(line, "=")
 			if !ok {
-				return nil, fmt.Errorf("%s: a dotenv line without \"=\"", g.File)
+				return false, fmt.Errorf("%s: a dotenv line without \"=\"", g.File)
 			}
 			data[k] = base64.StdEncoding.EncodeToString([]byte(v))
 		}
@@ -348,15 +391,14 @@ func decryptGenerated(u *unstructured.Unstructured, ids sopsage.ParsedIdentities
 		unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
 	}
 	if err := unstructured.SetNestedStringMap(u.Object, data, "data"); err != nil {
-		return nil, err
+		return false, err
 	}
-	sum := sha256.Sum256(hk)
-	return sum[:], nil
+	return true, nil
 }
 
 // ageDataKey decrypts the document's data key with the first age
-// recipient one of ids opens, and says which identity opened it.
-func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, age.Identity, error) {
+// recipient one of ids opens.
+func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, error) {
 	var recipients []string
 	for _, group := range tree.Metadata.KeyGroups {
 		for _, k := range group {
@@ -365,21 +407,22 @@ func ageDataKey(tree sops.Tree, ids sopsage.ParsedIdentities) ([]byte, age.Ident
 				continue
 			}
 			recipients = append(recipients, mk.Recipient)
-			for _, id := range ids {
-				// A copy: the tree's key must not keep the identity.
-				key := *mk
-				sopsage.ParsedIdentities{id}.ApplyToMasterKey(&key)
-				if dk, err := key.Decrypt(); err == nil {
-					return dk, id, nil
-				}
+			if len(ids) == 0 {
+				continue
+			}
+			// A copy: the tree's key must not keep the identities.
+			key := *mk
+			ids.ApplyToMasterKey(&key)
+			if dk, err := key.Decrypt(); err == nil {
+				return dk, nil
 			}
 		}
 	}
 	if len(recipients) == 0 {
-		return nil, nil, errors.New("the document has no age recipient; ferry decrypts with age keys only")
+		return nil, errors.New("the document has no age recipient; ferry decrypts with age keys only")
 	}
 	if len(ids) == 0 {
-		return nil, nil, fmt.Errorf("no age key is configured (Secret %s, or --sops-age-key-file); the document is for %s", DefaultSOPSSecret, strings.Join(recipients, ", "))
+		return nil, fmt.Errorf("no age key is configured (Secret %s, or --sops-age-key-file); the document is for %s", DefaultSOPSSecret, strings.Join(recipients, ", "))
 	}
-	return nil, nil, fmt.Errorf("none of the %d configured age keys opens it; the document is for %s", len(ids), strings.Join(recipients, ", "))
+	return nil, fmt.Errorf("none of the %d configured age keys opens it; the document is for %s", len(ids), strings.Join(recipients, ", "))
 }

@@ -23,6 +23,8 @@ func (k staticKeys) AgeIdentities(context.Context, string) (sopsage.ParsedIdenti
 	return ids, ids.Import(k...)
 }
 
+func (k staticKeys) HashKey(context.Context) ([]byte, error) { return []byte("a test hash key"), nil }
+
 // marked returns the object the render makes of an encrypted document.
 func marked(t *testing.T, enc string) *unstructured.Unstructured {
 	t.Helper()

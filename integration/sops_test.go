@@ -231,10 +231,11 @@ func TestSOPSSecretsAreDecryptedOnlyAtApply(t *testing.T) {
 		})
 	})
 
-	t.Run("re-encrypting unchanged values writes no Secret", func(t *testing.T) {
+	t.Run("re-encrypting unchanged values for another key writes no Secret", func(t *testing.T) {
 		before := writes.n.Load()
 		head := getApp(t, dyn, "ferry", "plain").Status.Sync.Revision
-		repo.WriteFile(t, "plain/secret.yaml", sopstest.Encrypt(t, plainSecret, key))
+		// wrongKey is in the key Secret since the rotation above.
+		repo.WriteFile(t, "plain/secret.yaml", sopstest.Encrypt(t, plainSecret, wrongKey))
 		second := repo.Commit(t, "re-encrypt")
 		body := webhook.Push{
 			CloneURL: repo.URL(), FullName: "platform/sops", DefaultBranch: "main",
