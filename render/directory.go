@@ -119,6 +119,10 @@ func decodeDocument(file string, doc document, keepSOPS bool) ([]Object, error) 
 	}
 	// A List wraps objects; unwrap it as kubectl does.
 	if kind, _ := obj["kind"].(string); strings.HasSuffix(kind, "List") && obj["items"] != nil {
+		if isSOPS(obj) {
+			// One MAC over every item: no item can be decrypted alone.
+			return nil, &SourceError{Err: fmt.Errorf("%s:%d: a SOPS-encrypted %s cannot be decrypted item by item; encrypt each object in a document of its own", file, doc.line, kind)}
+		}
 		items, _ := obj["items"].([]any)
 		out := make([]Object, 0, len(items))
 		for i, it := range items {

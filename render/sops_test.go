@@ -97,3 +97,12 @@ func TestKSOPSGenerators(t *testing.T) {
 		t.Errorf("error %v; want one naming the generator file and secretFrom", err)
 	}
 }
+
+func TestSOPSListIsRefused(t *testing.T) {
+	key := sopstest.NewKey(t)
+	list := sopstest.Encrypt(t, "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: Secret\n    metadata: {name: a}\n    stringData: {v: x}\n", key)
+	_, err := DecodeManifests("secrets.yaml", []byte(list))
+	if err == nil || !strings.Contains(err.Error(), "secrets.yaml:1: a SOPS-encrypted List cannot be decrypted item by item") {
+		t.Errorf("error %v; want a refusal naming the file", err)
+	}
+}
