@@ -35,22 +35,23 @@ func manifestFile(p string) bool {
 // files, narrowed by the include and exclude globs (matched against the path
 // relative to the source path and against the base name).
 func directoryFilter(root string, d *v1alpha1.DirectorySource) func(string) bool {
-	return func(p string) bool {
-		if !manifestFile(p) {
-			return false
-		}
-		if d == nil {
-			return true
-		}
-		rel := strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
-		if d.Include != "" && !globAny(d.Include, rel) {
-			return false
-		}
-		if d.Exclude != "" && globAny(d.Exclude, rel) {
-			return false
-		}
+	return func(p string) bool { return manifestFile(p) && directoryGlobs(root, d, p) }
+}
+
+// directoryGlobs reports whether the directory source's include and
+// exclude globs keep the file p of root.
+func directoryGlobs(root string, d *v1alpha1.DirectorySource, p string) bool {
+	if d == nil {
 		return true
 	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(p, root), "/")
+	if d.Include != "" && !globAny(d.Include, rel) {
+		return false
+	}
+	if d.Exclude != "" && globAny(d.Exclude, rel) {
+		return false
+	}
+	return true
 }
 
 // globAny matches rel against a glob or a {a,b} list of globs.

@@ -59,3 +59,39 @@ func TestDirectory(t *testing.T) {
 		}
 	})
 }
+
+// TestJsonnetIsRefusedByName checks that a directory source holding
+// jsonnet, which Argo CD would render, or setting directory.jsonnet, fails
+// with a message naming jsonnet instead of rendering without it.
+func TestJsonnetIsRefusedByName(t *testing.T) {
+	srv := gitserver.New(t)
+	repo := srv.NewRepo(t, "jsonnet")
+	repo.WriteFile(t, "mixed/cm.yaml", cmYAML("cm"))
+	repo.WriteFile(t, "mixed/app.jsonnet", "{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'j' } }\n")
+	repo.WriteFile(t, "mixed/lib.libsonnet", "{}\n")
+	repo.WriteFile(t, "plain/cm.yaml", cmYAML("cm"))
+	sha := repo.Commit(t, "jsonnet")
+	r := newRenderer(t, Options{})
+	for _, c := range []struct {
+		name string
+		src  v1alpha1.ApplicationSource
+		want string
+	}{
+		{"a .jsonnet file", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "mixed"}, "mixed holds jsonnet (mixed/app.jsonnet)"},
+		{"directory.jsonnet", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "plain",
+			Directory: &v1alpha1.DirectorySource{Jsonnet: map[string]any{"tlas": []any{}}}}, "directory.jsonnet is set"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := renderErr(t, r, app("j", "default", c.src), sha)
+			if !strings.Contains(err.Error(), c.want) || IsTransient(err) {
+				t.Errorf("error %v; want a terminal one with %q", err, c.want)
+			}
+		})
+	}
+	t.Run("excluded jsonnet is fine", func(t *testing.T) {
+		a := app("j", "default", v1alpha1.ApplicationSource{RepoURL: repo.URL(), Path: "mixed", Directory: &v1alpha1.DirectorySource{Exclude: "*.jsonnet"}})
+		if b := render(t, r, a, sha); len(b.Objects) != 1 {
+			t.Errorf("%d objects; want the ConfigMap", len(b.Objects))
+		}
+	})
+}

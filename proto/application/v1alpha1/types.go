@@ -109,6 +109,9 @@ type DirectorySource struct {
 	Recurse bool   `json:"recurse,omitempty"`
 	Include string `json:"include,omitempty"`
 	Exclude string `json:"exclude,omitempty"`
+	// Jsonnet is Argo CD's jsonnet options. ferry does not render jsonnet:
+	// a source that sets them is refused, naming the field.
+	Jsonnet map[string]any `json:"jsonnet,omitempty"`
 }
 
 // Destination is where the Application's objects go.
