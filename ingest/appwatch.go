@@ -54,13 +54,7 @@ func (t *SpecTrigger) AppChanged(ctx context.Context, app *v1alpha1.Application)
 	if seen {
 		return
 	}
-	req := &ferryv1.SyncRequest{
-		App:         &ferryv1.AppRef{Namespace: app.Namespace, Name: app.Name},
-		RepoUrl:     app.Spec.PrimaryRepoURL(),
-		Trigger:     ferryv1.Trigger_TRIGGER_APP_CHANGED,
-		RequestedAt: timestamppb.Now(),
-	}
-	if err := t.pub.PublishSync(ctx, req); err != nil {
+	if err := t.pub.PublishSync(ctx, appChangedRequest(app)); err != nil {
 		t.log.WarnContext(ctx, "could not enqueue the sync of a changed app", "app", key, "error", err)
 		return
 	}
@@ -72,4 +66,15 @@ func (t *SpecTrigger) AppDeleted(_ context.Context, app *v1alpha1.Application) {
 	t.mu.Lock()
 	delete(t.enqueued, app.Namespace+"/"+app.Name)
 	t.mu.Unlock()
+}
+
+// appChangedRequest is the sync request of an app whose spec, or whose
+// key Secret, changed: at the newest commit of its tracked ref.
+func appChangedRequest(app *v1alpha1.Application) *ferryv1.SyncRequest {
+	return &ferryv1.SyncRequest{
+		App:         &ferryv1.AppRef{Namespace: app.Namespace, Name: app.Name},
+		RepoUrl:     app.Spec.PrimaryRepoURL(),
+		Trigger:     ferryv1.Trigger_TRIGGER_APP_CHANGED,
+		RequestedAt: timestamppb.Now(),
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
@@ -14,7 +13,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/ferrycd/ferry/proto/application/v1alpha1"
-	ferryv1 "github.com/ferrycd/ferry/proto/ferry/v1"
 )
 
 // KeyTrigger syncs again the apps that decrypt with a SOPS key Secret when
@@ -49,13 +47,7 @@ func (k *KeyTrigger) SecretChanged(ctx context.Context, name string) {
 		if !k.uses(app, name) || app.DeletionTimestamp != nil || app.Spec.Suspend || !app.Spec.IsAutomated() {
 			continue
 		}
-		req := &ferryv1.SyncRequest{
-			App:         &ferryv1.AppRef{Namespace: app.Namespace, Name: app.Name},
-			RepoUrl:     app.Spec.PrimaryRepoURL(),
-			Trigger:     ferryv1.Trigger_TRIGGER_APP_CHANGED,
-			RequestedAt: timestamppb.Now(),
-		}
-		if err := k.pub.PublishSync(ctx, req); err != nil {
+		if err := k.pub.PublishSync(ctx, appChangedRequest(app)); err != nil {
 			k.log.WarnContext(ctx, "could not enqueue a sync after its key Secret changed", "app", app.Namespace+"/"+app.Name, "error", err)
 			continue
 		}
