@@ -52,7 +52,7 @@ func (a *Applier) Diff(ctx context.Context, opts SyncOptions, objs []*unstructur
 	}
 	ctx, span := tracer().Start(ctx, "apply.diff")
 	defer span.End()
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
 	if len(invalid) > 0 {
 		return nil, &ApplyError{Failed: invalid}
 	}

@@ -103,8 +103,9 @@ type planInput struct {
 	label          bool // set v1alpha1.LabelManaged
 	// project, when set, must allow every object.
 	project *v1alpha1.Project
-	// keyed objects hash with an HMAC under their key (SyncOptions.Decrypted).
-	keyed map[*unstructured.Unstructured][]byte
+	// keyed objects hash with an HMAC under hashKey (SyncOptions.Decrypted).
+	keyed   map[*unstructured.Unstructured]bool
+	hashKey []byte
 }
 
 // plan prepares the objects. Objects that cannot be applied at all (no
@@ -267,9 +268,9 @@ func (a *Applier) prepare(p *plan, index int, in *unstructured.Unstructured, pin
 		return o, err
 	}
 	o.hash = shortHash(data)
-	if key, ok := pin.keyed[in]; ok {
+	if pin.keyed[in] {
 		o.decrypted = true
-		mac := hmac.New(sha256.New, key)
+		mac := hmac.New(sha256.New, pin.hashKey)
 		mac.Write(data)
 		o.hash = "k:" + hex.EncodeToString(mac.Sum(nil))[:16]
 	}

@@ -159,14 +159,14 @@ func (r *Role) Apply(ctx context.Context, req *ferryv1.ApplyRequest, b *ferryv1.
 		// The project narrowed since the render: nothing of it is applied.
 		return nil, job.Terminal(r.failed(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err))
 	}
-	decrypted, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
+	decrypted, hashKey, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
 	if err != nil {
 		// Nothing of the app is applied or pruned; the app's retry policy
 		// decides when it is tried again.
 		return nil, r.retryOrFail(ctx, app, req.GetRevision(), req.GetTrigger(), started, nil, err)
 	}
 	opts := SyncOptionsFor(app)
-	opts.Decrypted = decrypted
+	opts.Decrypted, opts.DecryptedHashKey = decrypted, hashKey
 	opts.Project = p
 	opts.Revision = req.GetRevision()
 	opts.SkipHooks = req.GetTrigger() == ferryv1.Trigger_TRIGGER_DRIFT
@@ -250,12 +250,12 @@ func (r *Role) Diff(ctx context.Context, app *v1alpha1.Application, objs []*unst
 		return nil, err
 	}
 	// Secrets are masked in diffs; their decrypted values are compared.
-	decrypted, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
+	decrypted, hashKey, err := decryptSOPS(ctx, r.sops, app.Spec.DecryptionSecret(), objs)
 	if err != nil {
 		return nil, err
 	}
 	opts := SyncOptionsFor(app)
-	opts.Decrypted = decrypted
+	opts.Decrypted, opts.DecryptedHashKey = decrypted, hashKey
 	opts.Project = p
 	return r.applier.Diff(ctx, opts, objs)
 }

@@ -189,33 +189,33 @@ func hasSOPS(objs []*unstructured.Unstructured) bool {
 // document but apiVersion, kind, metadata and sops replaces the rendered
 // object's, whose metadata (as Kustomize or Helm left it) stays. The first
 // failure names the object and its file, and nothing is decrypted for the
-// caller to use. It returns the objects it decrypted, each with the key of
-// its inventory hash (SyncOptions.Decrypted): the installation's, the same
-// whatever identity opened it.
-func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unstructured.Unstructured) (map[*unstructured.Unstructured][]byte, error) {
+// caller to use. It returns the objects it decrypted, and the
+// installation's key of their inventory hashes (SyncOptions.Decrypted),
+// the same whatever identity opened them.
+func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unstructured.Unstructured) (map[*unstructured.Unstructured]bool, []byte, error) {
 	if !hasSOPS(objs) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if keys == nil {
-		return nil, fmt.Errorf("%w: ferry has no SOPS keys configured", ErrDecrypt)
+		return nil, nil, fmt.Errorf("%w: ferry has no SOPS keys configured", ErrDecrypt)
 	}
 	ids, err := keys.AgeIdentities(ctx, secret)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrDecrypt, err)
 	}
 	hk, err := keys.HashKey(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	decrypted := map[*unstructured.Unstructured][]byte{}
+	decrypted := map[*unstructured.Unstructured]bool{}
 	for _, u := range objs {
 		ann := u.GetAnnotations()
 		generated, err := decryptGenerated(u, ids)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s %s: %v", ErrDecrypt, u.GetKind(), objectName(u), err)
+			return nil, nil, fmt.Errorf("%w: %s %s: %v", ErrDecrypt, u.GetKind(), objectName(u), err)
 		}
 		if generated {
-			decrypted[u] = hk
+			decrypted[u] = true
 			ann = u.GetAnnotations()
 		}
 		enc, ok := ann[v1alpha1.AnnotationSOPSDocument]
@@ -228,11 +228,11 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 		}
 		doc, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
 		plain, err := decryptDocument(doc, ids)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
+			return nil, nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, what, err)
 		}
 		for k, v := range plain {
 			switch k {
@@ -248,9 +248,9 @@ func decryptSOPS(ctx context.Context, keys SOPSKeys, secret string, objs []*unst
 		if len(ann) == 0 {
 			unstructured.RemoveNestedField(u.Object, "metadata", "annotations")
 		}
-		decrypted[u] = hk
+		decrypted[u] = true
 	}
-	return decrypted, nil
+	return decrypted, hk, nil
 }
 
 func objectName(u *unstructured.Unstructured) string {

@@ -44,7 +44,7 @@ func TestDecryptSOPS(t *testing.T) {
 	enc := sopstest.Encrypt(t, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  token: s3cret-token\n", key)
 
 	t.Run("without a key, the error names the object, the file and the recipient", func(t *testing.T) {
-		_, err := decryptSOPS(t.Context(), staticKeys{}, "", []*unstructured.Unstructured{marked(t, enc)})
+		_, _, err := decryptSOPS(t.Context(), staticKeys{}, "", []*unstructured.Unstructured{marked(t, enc)})
 		if !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), "ConfigMap cm from apps/cm.enc.yaml") ||
 			!strings.Contains(err.Error(), "no age key is configured") || !strings.Contains(err.Error(), key.Recipient) {
 			t.Errorf("error %v", err)
@@ -52,15 +52,15 @@ func TestDecryptSOPS(t *testing.T) {
 	})
 	t.Run("with the key, values replace the ciphertext and the marks go", func(t *testing.T) {
 		u := marked(t, enc)
-		keys, err := decryptSOPS(t.Context(), staticKeys{key.Identity}, "", []*unstructured.Unstructured{u})
+		decrypted, hashKey, err := decryptSOPS(t.Context(), staticKeys{key.Identity}, "", []*unstructured.Unstructured{u})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, _, _ := unstructured.NestedString(u.Object, "data", "token"); got != "s3cret-token" || u.Object["sops"] != nil || len(u.GetAnnotations()) != 0 {
 			t.Errorf("object after decryption: %v", u.Object)
 		}
-		if len(keys[u]) == 0 {
-			t.Error("no inventory hash key for the decrypted object")
+		if !decrypted[u] || len(hashKey) == 0 {
+			t.Error("the decrypted object, or the inventory hash key, is not returned")
 		}
 	})
 	t.Run("a diff of a decrypted object of any kind shows masks only", func(t *testing.T) {

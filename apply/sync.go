@@ -60,10 +60,11 @@ type SyncOptions struct {
 	// pruned. Nil checks nothing (ferry's own objects).
 	Project *v1alpha1.Project
 	// Decrypted holds the objects whose values were decrypted from SOPS
-	// documents, each with the key of its inventory hash, an HMAC: the
-	// inventory, a ConfigMap, never holds a plain hash of a secret's
+	// documents. Their inventory hash is an HMAC under DecryptedHashKey:
+	// the inventory, a ConfigMap, never holds a plain hash of a secret's
 	// value, which could be guessed offline.
-	Decrypted map[*unstructured.Unstructured][]byte
+	Decrypted        map[*unstructured.Unstructured]bool
+	DecryptedHashKey []byte
 }
 
 // SyncOptionsFor returns the SyncOptions of an Application: its name,
@@ -154,7 +155,7 @@ func (a *Applier) newRun(opts SyncOptions, p *plan) *run {
 }
 
 func (a *Applier) sync(ctx context.Context, opts SyncOptions, objs []*unstructured.Unstructured) (*Result, error) {
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
 	r := a.newRun(opts, p)
 	if len(invalid) > 0 {
 		r.res.Objects = invalid
@@ -465,7 +466,7 @@ func (a *Applier) RunPostSync(ctx context.Context, opts SyncOptions, objs []*uns
 	}
 	ctx, span := tracer().Start(ctx, "apply.postsync", trace.WithAttributes(attribute.String("ferry.app", opts.App)))
 	defer span.End()
-	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted})
+	p, invalid := a.plan(planInput{app: opts.App, namespace: opts.Namespace, objects: objs, hooks: true, label: true, project: opts.Project, keyed: opts.Decrypted, hashKey: opts.DecryptedHashKey})
 	if len(invalid) > 0 {
 		return nil, fmt.Errorf("%w: the bundle has invalid objects", ErrNoPostSyncPending)
 	}

@@ -59,7 +59,7 @@ func chartFactValue(ref chartRef) string { return ref.version }
 func (r *Renderer) extraFact(ctx context.Context, app *v1alpha1.Application, key string) (string, error) {
 	switch {
 	case key == factCapabilities:
-		caps, err := r.capabilities(ctx, app)
+		caps, err := r.capabilities(ctx, app.Spec.Destination)
 		if err != nil {
 			return "", err
 		}

@@ -57,7 +57,7 @@ type kustomizeFS struct {
 	disk      filesys.FileSystem
 
 	mu     sync.Mutex
-	escape error // the first attempt to leave the repository
+	escape error // the first attempt to leave the repository, or a KSOPS generator it cannot serve
 	remote error // the first remote reference refused
 }
 
@@ -111,11 +111,12 @@ func (f *kustomizeFS) repoPath(p string) (string, error) {
 		// the kustomization wrote.
 		err = &SourceError{Err: fmt.Errorf("kustomize path %s (outside %s): %w", p, kustomizeRoot, ErrOutsideRepository)}
 	}
-	f.noteEscape(err)
+	f.noteFailure(err)
 	return "", err
 }
 
-func (f *kustomizeFS) noteEscape(err error) {
+// noteFailure keeps the first error to report instead of kustomize's own.
+func (f *kustomizeFS) noteFailure(err error) {
 	f.mu.Lock()
 	if f.escape == nil {
 		f.escape = err
@@ -126,7 +127,7 @@ func (f *kustomizeFS) noteEscape(err error) {
 // resolveErr keeps an escape through a symbolic link as the build's error.
 func (f *kustomizeFS) resolveErr(err error) error {
 	if errors.Is(err, ErrOutsideRepository) {
-		f.noteEscape(err)
+		f.noteFailure(err)
 	}
 	return err
 }
@@ -321,7 +322,7 @@ func (f *kustomizeFS) ReadFile(p string) ([]byte, error) {
 		out, err := rewriteKustomization(f.rd, n.path, data)
 		if err != nil {
 			// kustomize would only say it found no kustomization.
-			f.noteEscape(err)
+			f.noteFailure(err)
 		}
 		return out, err
 	}

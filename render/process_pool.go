@@ -96,9 +96,9 @@ type renderProcess struct {
 	req     io.WriteCloser
 	replies chan fromProcess
 	exited  chan struct{}
-	// tail reads what the process writes to stderr, and keeps why it
+	// stderr reads what the process writes to stderr, and keeps why it
 	// died.
-	tail     *lineTail
+	stderr   *stderrReader
 	lastUsed time.Time
 }
 
@@ -183,7 +183,7 @@ func (p *processPool) exchange(ctx context.Context, r *Renderer, proc *renderPro
 				}
 			case m.NeedCaps:
 				a := &capsAnswer{Asked: true}
-				c, err := r.capabilities(ctx, &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Destination: m.Dest}})
+				c, err := r.capabilities(ctx, m.Dest)
 				a.Caps = c
 				if err != nil {
 					a.Err = newProcessError(err)
@@ -205,7 +205,7 @@ var (
 func (p *processPool) describe(ctx context.Context, name string, proc *renderProcess, err error, timeout time.Duration) error {
 	limit := fmt.Sprintf("%d MiB", p.opts.MemoryLimit>>20)
 	<-proc.exited
-	last := proc.tail.reason()
+	last := proc.stderr.reason()
 	switch {
 	case errors.Is(err, errProcessMemory) || strings.Contains(last, "out of memory"):
 		p.log.WarnContext(ctx, "render process stopped at its memory limit", "app", name, "limit", limit)
@@ -294,11 +294,11 @@ func (p *processPool) start() (*renderProcess, error) {
 	}
 	reqR.Close()
 	repW.Close()
-	proc := &renderProcess{cmd: cmd, req: reqW, enc: gob.NewEncoder(reqW), replies: make(chan fromProcess), exited: make(chan struct{}), tail: &lineTail{}}
+	proc := &renderProcess{cmd: cmd, req: reqW, enc: gob.NewEncoder(reqW), replies: make(chan fromProcess), exited: make(chan struct{}), stderr: &stderrReader{}}
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stderrDone)
-		proc.tail.read(stderr, p.log, cmd.Process.Pid)
+		proc.stderr.read(stderr, p.log, cmd.Process.Pid)
 	}()
 	go func() {
 		defer close(proc.replies)
@@ -423,10 +423,10 @@ func privateBytes(pid int) (int64, error) {
 	return (resident - shared) * int64(os.Getpagesize()), nil
 }
 
-// lineTail reads a render process's stderr: each line goes to ferry's log
+// stderrReader reads a render process's stderr: each line goes to ferry's log
 // at debug level, bounded in length, and the line that says why the
 // process died is kept.
-type lineTail struct {
+type stderrReader struct {
 	mu sync.Mutex
 	// why is the first line in which Go says why the process ends.
 	why string
@@ -435,7 +435,7 @@ type lineTail struct {
 // maxLineSize bounds a line of a render process's output in ferry's log.
 const maxLineSize = 1024
 
-func (t *lineTail) read(r io.Reader, log *slog.Logger, pid int) {
+func (t *stderrReader) read(r io.Reader, log *slog.Logger, pid int) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
 	for sc.Scan() {
@@ -456,7 +456,7 @@ func (t *lineTail) read(r io.Reader, log *slog.Logger, pid int) {
 }
 
 // reason returns the line in which Go said why the process ended, or "".
-func (t *lineTail) reason() string {
+func (t *stderrReader) reason() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.why

@@ -24,11 +24,11 @@ func describeSource(src v1alpha1.ApplicationSource) string {
 	return fmt.Sprintf("%s path %s", redactURL(src.RepoURL), p)
 }
 
-func (r *Renderer) capabilities(ctx context.Context, app *v1alpha1.Application) (*Capabilities, error) {
+func (r *Renderer) capabilities(ctx context.Context, dest v1alpha1.Destination) (*Capabilities, error) {
 	if r.opts.Capabilities == nil {
 		return nil, nil
 	}
-	caps, err := r.opts.Capabilities.Capabilities(ctx, app.Spec.Destination)
+	caps, err := r.opts.Capabilities.Capabilities(ctx, dest)
 	if err != nil {
 		return nil, fmt.Errorf("reading the cluster's capabilities: %w", err)
 	}
@@ -148,7 +148,7 @@ func (r *Renderer) renderSource(ctx context.Context, app *v1alpha1.Application, 
 // helmCapabilities returns the cluster's capabilities and records them as
 // an input of the render.
 func (r *Renderer) helmCapabilities(ctx context.Context, app *v1alpha1.Application, in *inputs) (*Capabilities, error) {
-	caps, err := r.capabilities(ctx, app)
+	caps, err := r.capabilities(ctx, app.Spec.Destination)
 	if err != nil || r.opts.Capabilities == nil {
 		return caps, err
 	}
