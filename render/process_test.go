@@ -121,7 +121,6 @@ func TestProcessRenderLimits(t *testing.T) {
 	}
 }
 
-
 // TestProcessDeaths checks how a render process that dies is reported: a
 // crash with Go's reason is the input's fault and final; a process killed
 // without a word (the kernel's OOM killer) is worth another try.
